@@ -1,0 +1,168 @@
+//! The driver: the one interface every backend implements.
+//!
+//! The loop talks to its backend only through [`Driver`]. The contract,
+//! which every backend must honour (mio's `sys/mod.rs` habit):
+//!
+//! - **submit**: an operation (see [`op`]) is queued with
+//!   [`Driver::submit`] and gets a slot key. Its buffers and descriptors are
+//!   owned by the operation until the backend reports its *terminal*
+//!   completion; the caller never touches them in between.
+//! - **poll**: [`Driver::poll`] sends everything queued to the kernel and
+//!   waits at most `timeout` (`None`: until something completes or a
+//!   wake-up arrives) in **one** system call; completions mark their slots
+//!   done and queue the waiting wakers, which the loop wakes after the
+//!   driver borrow ends.
+//! - **abandon**: an operation dropped before completion hands its
+//!   resources to the driver ([`Driver::abandon`]), which asks the kernel to
+//!   cancel it and frees the resources only when the terminal completion
+//!   arrives. A produced resource (an accepted fd) is closed then.
+//! - **wake-up**: a write to the loop's eventfd (from
+//!   [`LoopHandle`](crate::LoopHandle), any thread) ends a wait at once.
+//! - **shutdown**: [`Driver::shutdown`] cancels every operation still in
+//!   flight, waits (bounded) for their terminal completions, and releases
+//!   the backend's descriptors. Nothing hangs, nothing is freed early.
+//!
+//! The io_uring backend lives in [`uring`]; the epoll backend (crate
+//! `ringloop-fallback`) joins it behind the same interface.
+
+pub(crate) mod op;
+pub(crate) mod uring;
+
+use std::fmt;
+use std::io;
+use std::task::Waker;
+use std::time::Duration;
+
+pub(crate) use op::{Abandoned, OpKind};
+
+/// The kernel interface a loop runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// io_uring: completion-based (proactor).
+    Uring,
+    /// epoll: readiness-based (reactor), for hosts where io_uring is
+    /// unavailable.
+    Epoll,
+}
+
+impl Backend {
+    /// Reads `RINGLOOP_BACKEND` (`uring` or `epoll`); `None` when unset or
+    /// empty, an error for any other value.
+    pub fn from_env() -> io::Result<Option<Backend>> {
+        match std::env::var("RINGLOOP_BACKEND") {
+            Ok(v) if v.is_empty() => Ok(None),
+            Ok(v) => v.parse().map(Some),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = io::Error;
+    fn from_str(s: &str) -> io::Result<Backend> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
+            "epoll" => Ok(Backend::Epoll),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown backend {other:?}: expected \"uring\" or \"epoll\""),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+/// A completed operation's raw result: `res` as the kernel reports it
+/// (negative errno on failure).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Completion {
+    pub(crate) res: i32,
+}
+
+impl Completion {
+    /// The result as `io::Result`.
+    pub(crate) fn result(self) -> io::Result<u32> {
+        if self.res < 0 {
+            Err(io::Error::from_raw_os_error(-self.res))
+        } else {
+            Ok(self.res as u32)
+        }
+    }
+}
+
+/// What polling a slot found.
+pub(crate) enum SlotPoll {
+    Ready(Completion),
+    Pending,
+}
+
+/// The loop's backend.
+pub(crate) enum Driver {
+    Uring(uring::UringDriver),
+}
+
+impl Driver {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Driver::Uring(_) => Backend::Uring,
+        }
+    }
+
+    /// Queues an operation; returns its slot key.
+    pub(crate) fn submit<T: OpKind>(&mut self, op: &mut T) -> io::Result<usize> {
+        match self {
+            Driver::Uring(d) => d.submit(op),
+        }
+    }
+
+    /// Checks a slot; registers `waker` when still pending.
+    pub(crate) fn poll_slot(&mut self, key: usize, waker: &Waker) -> SlotPoll {
+        match self {
+            Driver::Uring(d) => d.poll_slot(key, waker),
+        }
+    }
+
+    /// Hands an unfinished operation's resources to the driver.
+    pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
+        match self {
+            Driver::Uring(d) => d.abandon(key, resources),
+        }
+    }
+
+    /// Submits and waits in one system call; completions are recorded and
+    /// their wakers appended to `wakers`.
+    pub(crate) fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        wakers: &mut Vec<Waker>,
+    ) -> io::Result<()> {
+        match self {
+            Driver::Uring(d) => d.poll(timeout, wakers),
+        }
+    }
+
+    /// Operations still owned by the kernel.
+    pub(crate) fn in_flight(&self) -> usize {
+        match self {
+            Driver::Uring(d) => d.in_flight(),
+        }
+    }
+
+    /// Cancels everything, waits for terminal completions, releases the
+    /// backend's descriptors.
+    pub(crate) fn shutdown(&mut self, wakers: &mut Vec<Waker>) {
+        match self {
+            Driver::Uring(d) => d.shutdown(wakers),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! POLL: wait once until a descriptor is ready.
+//!
+//! io_uring: single-shot `IORING_OP_POLL_ADD`. Used where an operation
+//! reports `EAGAIN` (a splice into a full non-blocking socket) and must
+//! wait for room before retrying.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, squeue, types};
+
+use super::OpKind;
+use crate::driver::Completion;
+
+/// Waits until `fd` reports any event in `mask` (`POLLIN`, `POLLOUT`);
+/// returns the events.
+pub(crate) struct PollOnce {
+    pub(crate) fd: RawFd,
+    pub(crate) mask: u32,
+}
+
+impl OpKind for PollOnce {
+    type Output = io::Result<u32>;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        opcode::PollAdd::new(types::Fd(self.fd), self.mask).build()
+    }
+
+    fn complete(self, c: Completion) -> io::Result<u32> {
+        c.result()
+    }
+}

@@ -1,0 +1,364 @@
+//! The io_uring backend: one ring, a slab of operation slots, and an
+//! eventfd read that lets other threads end a wait.
+//!
+//! One loop iteration costs one `io_uring_enter`: everything queued in the
+//! submission ring goes to the kernel in the same call that waits for
+//! completions, with the timeout passed as `IORING_ENTER_EXT_ARG` (no
+//! timeout SQE). When nothing is queued and the wait is zero, no system
+//! call is made at all: completions are read straight off the shared ring.
+
+mod probe;
+mod slot;
+
+use std::io;
+use std::os::fd::RawFd;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+
+pub(crate) use probe::Features;
+use slot::Slot;
+
+use super::{Abandoned, Completion, OpKind, SlotPoll};
+
+/// `user_data` of the eventfd read that carries cross-thread wake-ups.
+const WAKE_TOKEN: u64 = u64::MAX;
+/// `user_data` of ASYNC_CANCEL requests (their own CQEs are ignored).
+const CANCEL_TOKEN: u64 = u64::MAX - 1;
+/// How long shutdown waits for cancelled operations to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The io_uring driver.
+pub(crate) struct UringDriver {
+    /// `None` once shut down.
+    ring: Option<IoUring>,
+    features: Features,
+    slots: Slab<Slot>,
+    /// Operations the kernel still owns (InFlight or Abandoned slots).
+    kernel_owned: usize,
+    /// The loop's eventfd (owned by the loop's shared state, which
+    /// outlives the ring).
+    wake_fd: RawFd,
+    /// Target of the eventfd read; freed only after its terminal CQE.
+    wake_buf: Box<[u8; 8]>,
+    wake_armed: bool,
+    /// Wakers of completions reaped outside `poll` (SQ-full path).
+    deferred: Vec<Waker>,
+}
+
+fn closed() -> io::Error {
+    io::Error::other(crate::Error::LoopClosed)
+}
+
+impl UringDriver {
+    /// Sets up a ring with `entries` submission entries.
+    pub(crate) fn new(entries: u32, wake_fd: RawFd) -> io::Result<UringDriver> {
+        let (ring, features) = probe::setup(entries)?;
+        Ok(UringDriver {
+            ring: Some(ring),
+            features,
+            slots: Slab::with_capacity(64),
+            kernel_owned: 0,
+            wake_fd,
+            wake_buf: Box::new([0; 8]),
+            wake_armed: false,
+            deferred: Vec::new(),
+        })
+    }
+
+    /// The features found at setup.
+    pub(crate) fn features(&self) -> &Features {
+        &self.features
+    }
+
+    pub(crate) fn submit<T: OpKind>(&mut self, op: &mut T) -> io::Result<usize> {
+        if self.ring.is_none() {
+            return Err(closed());
+        }
+        let key = self.slots.insert(Slot::InFlight(None));
+        let entry = op.sqe().user_data(key as u64);
+        if let Err(e) = self.push(&entry) {
+            self.slots.remove(key);
+            return Err(e);
+        }
+        self.kernel_owned += 1;
+        Ok(key)
+    }
+
+    /// Pushes one SQE; when the submission ring is full, hands it to the
+    /// kernel first. Never drops an entry.
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            let ring = self.ring.as_mut().ok_or_else(closed)?;
+            // SAFETY: every pointer in `entry` points into heap memory owned
+            // by an `OpKind` value (or by this driver, for the wake read and
+            // cancels carry no pointer). That memory stays alive and
+            // untouched until the slot's terminal CQE: the value lives in
+            // its `Op` or, if dropped early, in `Slot::Abandoned`; shutdown
+            // leaks it (`Slot::Orphaned`) rather than free it early.
+            if unsafe { ring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            self.submit_now()?;
+        }
+    }
+
+    /// Submits what is queued without waiting. On `EBUSY` (the kernel's
+    /// CQ overflow backlog is full) reaps completions and retries.
+    fn submit_now(&mut self) -> io::Result<()> {
+        loop {
+            let ring = self.ring.as_mut().ok_or_else(closed)?;
+            match ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::EBUSY) | Some(libc::EAGAIN) => {
+                        let mut wakers = std::mem::take(&mut self.deferred);
+                        self.reap(&mut wakers);
+                        self.deferred = wakers;
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+    }
+
+    pub(crate) fn poll_slot(&mut self, key: usize, waker: &Waker) -> SlotPoll {
+        let Some(slot) = self.slots.get_mut(key) else {
+            // Not ours (the slot was already collected): report a clear
+            // error instead of panicking.
+            return SlotPoll::Ready(Completion { res: -libc::EBADF });
+        };
+        match slot {
+            Slot::Completed(c) => {
+                let c = *c;
+                self.slots.remove(key);
+                SlotPoll::Ready(c)
+            }
+            Slot::InFlight(w) => {
+                match w {
+                    Some(old) if old.will_wake(waker) => {}
+                    _ => *w = Some(waker.clone()),
+                }
+                SlotPoll::Pending
+            }
+            Slot::Abandoned(_) | Slot::Orphaned => SlotPoll::Pending,
+        }
+    }
+
+    pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        match slot {
+            Slot::Completed(c) => {
+                let c = *c;
+                self.slots.remove(key);
+                resources.finish(c);
+            }
+            Slot::InFlight(_) => {
+                *slot = Slot::Abandoned(resources);
+                let cancel = opcode::AsyncCancel::new(key as u64)
+                    .build()
+                    .user_data(CANCEL_TOKEN);
+                // Push the cancel and submit now, so that the kernel has
+                // taken both the operation (and its file reference) and the
+                // cancel before the caller can close the descriptor.
+                if self.push(&cancel).is_err() || self.submit_now().is_err() {
+                    tracing::warn!(key, "ringloop: could not submit ASYNC_CANCEL");
+                }
+            }
+            Slot::Abandoned(_) => {
+                // Cannot happen (one Op per slot); keep the first resources.
+                std::mem::forget(resources);
+            }
+            Slot::Orphaned => std::mem::forget(resources),
+        }
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        if self.wake_armed {
+            return Ok(());
+        }
+        let entry = opcode::Read::new(types::Fd(self.wake_fd), self.wake_buf.as_mut_ptr(), 8)
+            .build()
+            .user_data(WAKE_TOKEN);
+        self.push(&entry)?;
+        self.wake_armed = true;
+        Ok(())
+    }
+
+    pub(crate) fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        wakers: &mut Vec<Waker>,
+    ) -> io::Result<()> {
+        wakers.append(&mut self.deferred);
+        self.arm_wake()?;
+        let ring = self.ring.as_mut().ok_or_else(closed)?;
+        let res = match timeout {
+            Some(d) if d.is_zero() => {
+                let sq = ring.submission();
+                let needed = !sq.is_empty() || sq.taskrun() || sq.cq_overflow();
+                drop(sq);
+                if needed {
+                    ring.submit()
+                } else {
+                    Ok(0)
+                }
+            }
+            Some(d) => {
+                let ts = types::Timespec::new()
+                    .sec(d.as_secs())
+                    .nsec(d.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                ring.submitter().submit_with_args(1, &args)
+            }
+            None => ring.submit_and_wait(1),
+        };
+        if let Err(e) = res {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => return Err(e),
+            }
+        }
+        self.reap(wakers);
+        Ok(())
+    }
+
+    /// Drains the completion ring, flushing the kernel's overflow backlog
+    /// (`IORING_FEAT_NODROP`) until it is empty.
+    fn reap(&mut self, wakers: &mut Vec<Waker>) {
+        loop {
+            let Some(ring) = self.ring.as_mut() else {
+                return;
+            };
+            for cqe in ring.completion() {
+                Self::dispatch(
+                    &mut self.slots,
+                    &mut self.kernel_owned,
+                    &mut self.wake_armed,
+                    cqe,
+                    wakers,
+                );
+            }
+            let overflowed = ring.submission().cq_overflow();
+            if !overflowed {
+                return;
+            }
+            // Ask the kernel to move its backlog into the ring we emptied.
+            if let Err(e) = ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                    tracing::error!(error = %e, "ringloop: flushing CQ overflow failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn dispatch(
+        slots: &mut Slab<Slot>,
+        kernel_owned: &mut usize,
+        wake_armed: &mut bool,
+        cqe: cqueue::Entry,
+        wakers: &mut Vec<Waker>,
+    ) {
+        let c = Completion { res: cqe.result() };
+        match cqe.user_data() {
+            WAKE_TOKEN => *wake_armed = false,
+            CANCEL_TOKEN => {}
+            key => {
+                let key = key as usize;
+                let Some(slot) = slots.get_mut(key) else {
+                    return;
+                };
+                match std::mem::replace(slot, Slot::Completed(c)) {
+                    Slot::InFlight(w) => {
+                        *kernel_owned -= 1;
+                        if let Some(w) = w {
+                            wakers.push(w);
+                        }
+                    }
+                    Slot::Abandoned(res) => {
+                        *kernel_owned -= 1;
+                        slots.remove(key);
+                        res.finish(c);
+                    }
+                    old @ (Slot::Completed(_) | Slot::Orphaned) => *slot = old,
+                }
+            }
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.kernel_owned
+    }
+
+    pub(crate) fn shutdown(&mut self, wakers: &mut Vec<Waker>) {
+        if self.ring.is_none() {
+            return;
+        }
+        let keys: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.kernel_owned())
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let cancel = opcode::AsyncCancel::new(key as u64)
+                .build()
+                .user_data(CANCEL_TOKEN);
+            let _ = self.push(&cancel);
+        }
+        if self.wake_armed {
+            let cancel = opcode::AsyncCancel::new(WAKE_TOKEN)
+                .build()
+                .user_data(CANCEL_TOKEN);
+            let _ = self.push(&cancel);
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while self.kernel_owned > 0 || self.wake_armed {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let step = (deadline - now).min(Duration::from_millis(100));
+            let Some(ring) = self.ring.as_mut() else {
+                break;
+            };
+            let ts = types::Timespec::new()
+                .sec(step.as_secs())
+                .nsec(step.subsec_nanos());
+            let args = types::SubmitArgs::new().timespec(&ts);
+            if let Err(e) = ring.submitter().submit_with_args(1, &args) {
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) {
+                    break;
+                }
+            }
+            self.reap(wakers);
+        }
+        if self.kernel_owned > 0 || self.wake_armed {
+            tracing::error!(
+                outstanding = self.kernel_owned,
+                "ringloop: operations did not finish after cancel; leaking their buffers"
+            );
+            for (_, slot) in self.slots.iter_mut() {
+                if slot.kernel_owned() {
+                    if let Slot::Abandoned(res) = std::mem::replace(slot, Slot::Orphaned) {
+                        std::mem::forget(res);
+                    }
+                }
+            }
+            if self.wake_armed {
+                std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
+            }
+        }
+        wakers.append(&mut self.deferred);
+        self.ring = None;
+    }
+}

@@ -1,0 +1,437 @@
+//! Tasks: futures driven by the loop (`asyncio.Task`).
+//!
+//! A task's step is a ready-queue entry like any callback, so tasks and
+//! `call_soon` callbacks interleave in FIFO order as in asyncio. Its waker
+//! is `Send + Sync`: woken on the loop thread while the loop runs, it
+//! queues the step directly; woken anywhere else, it goes through the
+//! loop's thread-safe queue and wakes the loop.
+//!
+//! Cancelling a task drops its future at its next step. Dropping a future
+//! drops the I/O operations it was awaiting, which cancels them in the
+//! kernel, so cancellation reaches all the way down.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use crate::error::{Error, Result};
+use crate::event_loop::{with_running, EventLoop, LoopInner};
+use crate::exception::ErrorContext;
+use crate::handle::Callback;
+use crate::threadsafe::{Remote, Shared};
+
+/// A boxed, type-erased, single-threaded future, as task factories see
+/// it.
+pub type LocalBoxFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// A task factory (`loop.set_task_factory`): receives each new task's
+/// future and returns the future the task will run, e.g. wrapped for
+/// instrumentation. It must poll the future it was given to completion
+/// for the task to produce its result.
+pub type TaskFactory = Rc<dyn Fn(&EventLoop, LocalBoxFuture) -> LocalBoxFuture>;
+
+/// Completion side of a task, without its output type.
+trait Complete {
+    fn fail(&self, e: Error);
+    fn is_done(&self) -> bool;
+    fn is_cancelled(&self) -> bool;
+}
+
+struct JoinInner<T> {
+    result: Option<Result<T>>,
+    done: bool,
+    cancelled: bool,
+    waiters: Vec<Waker>,
+    callbacks: Vec<Box<dyn FnOnce()>>,
+}
+
+/// Where a task's output waits for whoever awaits the task.
+struct JoinState<T> {
+    lp: Weak<LoopInner>,
+    inner: RefCell<JoinInner<T>>,
+}
+
+impl<T> JoinState<T> {
+    fn finish(&self, r: Result<T>) {
+        let (waiters, callbacks) = {
+            let mut j = self.inner.borrow_mut();
+            if j.done {
+                return;
+            }
+            j.cancelled = matches!(r, Err(Error::Cancelled));
+            j.result = Some(r);
+            j.done = true;
+            (
+                std::mem::take(&mut j.waiters),
+                std::mem::take(&mut j.callbacks),
+            )
+        };
+        for w in waiters {
+            w.wake();
+        }
+        if let Some(lp) = self.lp.upgrade() {
+            for cb in callbacks {
+                // Scheduled like asyncio's done callbacks; a closed loop
+                // drops them.
+                let _ = lp.call_soon_boxed(cb, Location::caller());
+            }
+        }
+    }
+}
+
+impl<T> Complete for JoinState<T> {
+    fn fail(&self, e: Error) {
+        self.finish(Err(e));
+    }
+    fn is_done(&self) -> bool {
+        self.inner.borrow().done
+    }
+    fn is_cancelled(&self) -> bool {
+        self.inner.borrow().cancelled
+    }
+}
+
+/// The type-erased, schedulable part of a task.
+pub(crate) struct TaskCore {
+    lp: Weak<LoopInner>,
+    key: usize,
+    scheduled: Cell<bool>,
+    cancel_requested: Cell<bool>,
+    future: RefCell<Option<LocalBoxFuture>>,
+    waker: Waker,
+    location: &'static Location<'static>,
+    completer: Rc<dyn Complete>,
+}
+
+impl TaskCore {
+    /// Queues the next step unless one is queued already.
+    pub(crate) fn schedule(self: &Rc<Self>, lp: &LoopInner) {
+        if !self.scheduled.replace(true) {
+            lp.ready.borrow_mut().push_back(self.clone());
+        }
+    }
+
+    fn finish_future(&self, lp: &LoopInner) {
+        let fut = self.future.borrow_mut().take();
+        drop(fut);
+        let removed = {
+            let mut tasks = lp.tasks.borrow_mut();
+            // The slot may already hold another task (close() cleared the
+            // slab and the key was reused): remove only ourselves.
+            match tasks.get(self.key) {
+                Some(t) if std::ptr::eq(Rc::as_ptr(t), self) => tasks.try_remove(self.key),
+                _ => None,
+            }
+        };
+        drop(removed);
+    }
+
+    /// Loop close: drops the future (cancelling its I/O) and completes the
+    /// task as cancelled.
+    pub(crate) fn abort_on_close(&self) {
+        let fut = self.future.borrow_mut().take();
+        drop(fut);
+        self.completer.fail(Error::Cancelled);
+    }
+
+    /// A handle to this task, if it is still registered with its loop.
+    fn handle_in(&self, lp: &LoopInner) -> Option<TaskHandle> {
+        let tasks = lp.tasks.borrow();
+        match tasks.get(self.key) {
+            Some(t) if std::ptr::eq(Rc::as_ptr(t), self) => Some(TaskHandle::from_core(t.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl Callback for TaskCore {
+    fn run(&self) {
+        self.scheduled.set(false);
+        let Some(lp) = self.lp.upgrade() else {
+            return;
+        };
+        if self.completer.is_done() && self.future.borrow().is_none() {
+            return;
+        }
+        if self.cancel_requested.get() {
+            self.finish_future(&lp);
+            self.completer.fail(Error::Cancelled);
+            return;
+        }
+        let mut cx = Context::from_waker(&self.waker);
+        let polled = {
+            let mut slot = self.future.borrow_mut();
+            let Some(fut) = slot.as_mut() else {
+                return;
+            };
+            catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+        };
+        match polled {
+            Ok(Poll::Pending) => {}
+            Ok(Poll::Ready(())) => {
+                self.finish_future(&lp);
+                // A task factory that dropped the inner future leaves no
+                // result behind.
+                self.completer.fail(Error::InvalidState(
+                    "the task factory's future finished without the task's result",
+                ));
+            }
+            Err(payload) => {
+                let err = Error::from_panic(&*payload);
+                let handle = self.handle_in(&lp);
+                self.finish_future(&lp);
+                self.completer.fail(err.clone());
+                let mut ctx = ErrorContext::new("Task panicked").with_error(err);
+                ctx.task = handle;
+                ctx.location = Some(self.location);
+                EventLoop::from_inner(lp).call_exception_handler(&ctx);
+            }
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        false
+    }
+
+    fn cancel(&self) {}
+
+    fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+
+    fn describe(&self) -> String {
+        format!("<Task created at {}>", self.location)
+    }
+}
+
+/// Wakes a task from any thread.
+struct TaskWaker {
+    key: usize,
+    shared: Arc<Shared>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let key = self.key;
+        let id = self.shared.id;
+        let local = with_running(|lp| {
+            if lp.shared.id == id {
+                lp.schedule_task(key);
+                true
+            } else {
+                false
+            }
+        })
+        .unwrap_or(false);
+        if !local {
+            // A closed loop has nothing left to wake.
+            let _ = self.shared.push(Remote::WakeTask(key));
+        }
+    }
+}
+
+/// Spawns `fut` on the loop (the body of `EventLoop::create_task`).
+#[track_caller]
+pub(crate) fn spawn<F>(lp: &EventLoop, fut: F) -> Result<Task<F::Output>>
+where
+    F: Future + 'static,
+{
+    let inner = lp.inner();
+    if inner.is_closed() {
+        return Err(Error::LoopClosed);
+    }
+    let location = Location::caller();
+    let join = Rc::new(JoinState {
+        lp: Rc::downgrade(inner),
+        inner: RefCell::new(JoinInner {
+            result: None,
+            done: false,
+            cancelled: false,
+            waiters: Vec::new(),
+            callbacks: Vec::new(),
+        }),
+    });
+    let out = join.clone();
+    let mut future: LocalBoxFuture = Box::pin(async move {
+        let v = fut.await;
+        out.finish(Ok(v));
+    });
+    let factory = inner.task_factory.borrow().clone();
+    if let Some(factory) = factory {
+        future = factory(lp, future);
+    }
+    let core = {
+        let mut tasks = inner.tasks.borrow_mut();
+        let entry = tasks.vacant_entry();
+        let key = entry.key();
+        let core = Rc::new(TaskCore {
+            lp: Rc::downgrade(inner),
+            key,
+            scheduled: Cell::new(false),
+            cancel_requested: Cell::new(false),
+            future: RefCell::new(Some(future)),
+            waker: Waker::from(Arc::new(TaskWaker {
+                key,
+                shared: inner.shared.clone(),
+            })),
+            location,
+            completer: join.clone(),
+        });
+        entry.insert(core.clone());
+        core
+    };
+    core.schedule(inner);
+    Ok(Task { core, join })
+}
+
+/// A future scheduled on the loop (`asyncio.Task`), awaitable for its
+/// output.
+///
+/// Awaiting a task yields `Ok(output)`, `Err(Error::Cancelled)` if it was
+/// cancelled, or `Err(Error::Panicked(..))` if it panicked. Dropping the
+/// `Task` does not cancel it: like asyncio, the loop keeps running it.
+///
+/// # Example
+///
+/// ```
+/// let lp = ringloop::EventLoop::new()?;
+/// let task = lp.create_task(async { 6 * 7 })?;
+/// assert_eq!(lp.run_until_complete(task)??, 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Task<T> {
+    core: Rc<TaskCore>,
+    join: Rc<JoinState<T>>,
+}
+
+impl<T> Task<T> {
+    /// Requests cancellation: the task's future is dropped at its next
+    /// step, and the task completes with [`Error::Cancelled`]. Returns
+    /// false if the task is already done (`Task.cancel`).
+    pub fn cancel(&self) -> bool {
+        self.handle().cancel()
+    }
+
+    /// True once the task has a result, an error, or was cancelled.
+    pub fn done(&self) -> bool {
+        self.join.is_done()
+    }
+
+    /// True if the task completed by cancellation.
+    pub fn cancelled(&self) -> bool {
+        self.join.is_cancelled()
+    }
+
+    /// An untyped, cloneable handle to the task.
+    pub fn handle(&self) -> TaskHandle {
+        TaskHandle {
+            core: self.core.clone(),
+        }
+    }
+
+    /// Takes the result if the task is done (`Task.result`, which moves
+    /// the output out). `None` while pending or once taken.
+    pub fn take_result(&self) -> Option<Result<T>> {
+        self.join.inner.borrow_mut().result.take()
+    }
+
+    /// Runs `f` on the loop (via `call_soon`) once the task is done; at
+    /// once-scheduled if it is done already (`Task.add_done_callback`).
+    #[track_caller]
+    pub fn add_done_callback(&self, f: impl FnOnce() + 'static) {
+        let location = Location::caller();
+        let mut j = self.join.inner.borrow_mut();
+        if j.done {
+            drop(j);
+            if let Some(lp) = self.join.lp.upgrade() {
+                let _ = lp.call_soon_boxed(Box::new(f), location);
+            }
+        } else {
+            j.callbacks.push(Box::new(f));
+        }
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let mut j = self.join.inner.borrow_mut();
+        if j.done {
+            return Poll::Ready(j.result.take().unwrap_or(Err(Error::InvalidState(
+                "the task's result was already taken",
+            ))));
+        }
+        if !j.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            j.waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.handle().fmt(f)
+    }
+}
+
+/// An untyped handle to a task: cancel it, ask whether it is done.
+#[derive(Clone)]
+pub struct TaskHandle {
+    core: Rc<TaskCore>,
+}
+
+impl TaskHandle {
+    pub(crate) fn from_core(core: Rc<TaskCore>) -> Self {
+        TaskHandle { core }
+    }
+
+    /// See [`Task::cancel`].
+    pub fn cancel(&self) -> bool {
+        if self.core.completer.is_done() {
+            return false;
+        }
+        self.core.cancel_requested.set(true);
+        if let Some(lp) = self.core.lp.upgrade() {
+            self.core.schedule(&lp);
+        }
+        true
+    }
+
+    /// See [`Task::done`].
+    pub fn done(&self) -> bool {
+        self.core.completer.is_done()
+    }
+
+    /// See [`Task::cancelled`].
+    pub fn cancelled(&self) -> bool {
+        self.core.completer.is_cancelled()
+    }
+
+    /// Where the task was created.
+    pub fn location(&self) -> &'static Location<'static> {
+        self.core.location
+    }
+}
+
+impl fmt::Debug for TaskHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.cancelled() {
+            "cancelled"
+        } else if self.done() {
+            "finished"
+        } else {
+            "pending"
+        };
+        write!(f, "<Task {state} created at {}>", self.core.location)
+    }
+}
