@@ -84,7 +84,7 @@ fn clock_resolution() -> f64 {
 pub(crate) struct LoopInner {
     pub(crate) ready: RefCell<VecDeque<Rc<dyn Callback>>>,
     pub(crate) timers: RefCell<TimerQueue>,
-    pub(crate) driver: RefCell<Driver>,
+    pub(crate) driver: Rc<RefCell<Driver>>,
     pub(crate) tasks: RefCell<Slab<Rc<TaskCore>>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) task_factory: RefCell<Option<TaskFactory>>,
@@ -226,7 +226,7 @@ impl EventLoop {
             inner: Rc::new(LoopInner {
                 ready: RefCell::new(VecDeque::with_capacity(1024)),
                 timers: RefCell::new(TimerQueue::new()),
-                driver: RefCell::new(driver),
+                driver: Rc::new(RefCell::new(driver)),
                 tasks: RefCell::new(Slab::new()),
                 shared,
                 task_factory: RefCell::new(None),
@@ -344,10 +344,13 @@ impl EventLoop {
         self.check_closed()?;
         let inner = &*self.inner;
         self.drain_remote();
+        // Always: compacts the timer heap and drops cancelled heads, as
+        // asyncio does at the start of every iteration.
+        let next_deadline = inner.timers.borrow_mut().next_deadline();
         let timeout = if !inner.ready.borrow().is_empty() || inner.stopping.get() {
             Some(Duration::ZERO)
         } else {
-            match inner.timers.borrow_mut().next_deadline() {
+            match next_deadline {
                 Some(when) => {
                     let secs = (when - self.time()).clamp(0.0, MAX_WAIT);
                     // Round up so the wait never ends before the deadline.

@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 
 use socket2::{SockAddr, SockAddrStorage};
 
+use std::future::Future;
+
+use super::sock::closed_error;
 use crate::event_loop::EventLoop;
 
 /// Hints for [`EventLoop::getaddrinfo`] (the `family`, `type`, `proto`
@@ -192,30 +195,42 @@ impl EventLoop {
     ///
     /// ```
     /// let lp = ringloop::EventLoop::new()?;
-    /// let probe = lp.clone();
-    /// let addrs = lp.run_until_complete(async move {
-    ///     probe.getaddrinfo(Some("127.0.0.1"), Some(80), Default::default()).await
-    /// })??;
+    /// let addrs = lp.run_until_complete(
+    ///     lp.getaddrinfo(Some("127.0.0.1"), Some(80), Default::default()),
+    /// )??;
     /// assert!(addrs.iter().any(|a| a.addr.port() == 80));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub async fn getaddrinfo(
+    pub fn getaddrinfo(
         &self,
         host: Option<&str>,
         port: Option<u16>,
         hints: AddrInfoHints,
-    ) -> io::Result<Vec<AddrInfo>> {
+    ) -> impl Future<Output = io::Result<Vec<AddrInfo>>> + 'static {
         let host = host.map(str::to_owned);
-        let job = self.run_in_executor(None, move || {
-            getaddrinfo_blocking(host.as_deref(), port, hints)
-        })?;
-        job.await?
+        let lp = self.downgrade();
+        async move {
+            let inner = lp.upgrade().ok_or_else(closed_error)?;
+            let job = EventLoop::from_inner(inner).run_in_executor(None, move || {
+                getaddrinfo_blocking(host.as_deref(), port, hints)
+            })?;
+            job.await?
+        }
     }
 
     /// Looks up the host and service names of `addr` on the executor
     /// (`loop.getnameinfo`); `flags` are `NI_*` flags.
-    pub async fn getnameinfo(&self, addr: SocketAddr, flags: i32) -> io::Result<(String, String)> {
-        let job = self.run_in_executor(None, move || getnameinfo_blocking(addr, flags))?;
-        job.await?
+    pub fn getnameinfo(
+        &self,
+        addr: SocketAddr,
+        flags: i32,
+    ) -> impl Future<Output = io::Result<(String, String)>> + 'static {
+        let lp = self.downgrade();
+        async move {
+            let inner = lp.upgrade().ok_or_else(closed_error)?;
+            let job = EventLoop::from_inner(inner)
+                .run_in_executor(None, move || getnameinfo_blocking(addr, flags))?;
+            job.await?
+        }
     }
 }

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::fs::File;
+use std::future::Future;
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
@@ -20,9 +21,10 @@ use socket2::{SockRef, Type};
 use crate::driver::op::poll::PollOnce;
 use crate::driver::op::read::Read;
 use crate::driver::op::splice::Splice;
-use crate::driver::op::Op;
+use crate::driver::op::{DriverRef, Op};
 use crate::error::SendfileNotAvailable;
 use crate::event_loop::EventLoop;
+use crate::net::sock::sendall;
 
 /// Chunk size of the read+send fallback (asyncio uses 256 KiB at most).
 const FALLBACK_CHUNK: usize = 256 * 1024;
@@ -75,175 +77,165 @@ impl EventLoop {
     /// Zero-copy where possible; otherwise a read+send fallback when
     /// `fallback` is true, or an error [`SendfileNotAvailable::is`]
     /// recognises. `Some(0)` and non-stream sockets are invalid input.
-    pub async fn sock_sendfile(
+    pub fn sock_sendfile<'a>(
         &self,
-        sock: &impl AsFd,
-        file: &File,
+        sock: &'a impl AsFd,
+        file: &'a File,
         offset: u64,
         count: Option<usize>,
         fallback: bool,
-    ) -> io::Result<usize> {
-        self.check_open_io()?;
-        if count == Some(0) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "count must be a positive integer (got 0)",
-            ));
-        }
-        if offset > i64::MAX as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "offset must be at most i64::MAX",
-            ));
-        }
-        if SockRef::from(sock).r#type()? != Type::STREAM {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "only SOCK_STREAM sockets are supported",
-            ));
-        }
-        let regular = file.metadata()?.is_file();
-        if !regular && offset != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a non-seekable file can only be sent from offset 0",
-            ));
-        }
-        let guard = PositionGuard {
-            file,
-            offset,
-            sent: Cell::new(0),
-            seekable: regular,
-        };
-        let zero_copy = regular && self.splice_supported();
-        if zero_copy {
-            match self.sendfile_splice(sock, file, count, &guard).await {
-                Err(e) if guard.sent.get() == 0 && is_not_splicable(&e) => {}
-                other => return other,
-            }
-        }
-        if !fallback {
-            return Err(SendfileNotAvailable::error(if regular {
-                "zero-copy splice is not possible for this file"
-            } else {
-                "the file is not a regular file"
-            }));
-        }
-        self.sendfile_fallback(sock, file, count, &guard).await
-    }
-
-    fn splice_supported(&self) -> bool {
-        match &*self.inner().driver.borrow() {
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        let driver = self.driver_ref();
+        let splice_ok = match &*driver.borrow() {
             crate::driver::Driver::Uring(d) => d.features().splice,
-        }
-    }
-
-    async fn sendfile_splice(
-        &self,
-        sock: &impl AsFd,
-        file: &File,
-        count: Option<usize>,
-        guard: &PositionGuard<'_>,
-    ) -> io::Result<usize> {
-        let pipe = pipe_pair()?;
-        let sock_fd = sock.as_fd().as_raw_fd();
-        let chunk_max = (PIPE_SIZE as usize).min(u32::MAX as usize);
-        loop {
-            let sent = guard.sent.get() as usize;
-            let want = match count {
-                Some(c) if sent >= c => break,
-                Some(c) => (c - sent).min(chunk_max),
-                None => chunk_max,
-            };
-            let filled = Op::submit(
-                self.inner(),
-                Splice {
-                    fd_in: file.as_raw_fd(),
-                    off_in: (guard.offset + sent as u64) as i64,
-                    fd_out: pipe.1.as_raw_fd(),
-                    len: want as u32,
-                    _keep: Some(pipe.clone()),
-                },
-            )?
-            .await?;
-            if filled == 0 {
-                break; // end of file
+        };
+        let sock_type = SockRef::from(sock).r#type();
+        let sock = sock.as_fd().as_raw_fd();
+        async move {
+            if count == Some(0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "count must be a positive integer (got 0)",
+                ));
             }
-            let mut left = filled;
-            while left > 0 {
-                let res = Op::submit(
-                    self.inner(),
-                    Splice {
-                        fd_in: pipe.0.as_raw_fd(),
-                        off_in: -1,
-                        fd_out: sock_fd,
-                        len: left as u32,
-                        _keep: Some(pipe.clone()),
-                    },
-                )?
-                .await;
-                match res {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            "socket accepted no bytes",
-                        ))
-                    }
-                    Ok(n) => {
-                        left -= n;
-                        guard.sent.set(guard.sent.get() + n as u64);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        // A non-blocking socket is full: wait for room.
-                        let op = PollOnce {
-                            fd: sock_fd,
-                            mask: libc::POLLOUT as u32,
-                        };
-                        Op::submit(self.inner(), op)?.await?;
-                    }
-                    Err(e) => return Err(e),
+            if offset > i64::MAX as u64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "offset must be at most i64::MAX",
+                ));
+            }
+            if sock_type? != Type::STREAM {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "only SOCK_STREAM sockets are supported",
+                ));
+            }
+            let regular = file.metadata()?.is_file();
+            if !regular && offset != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a non-seekable file can only be sent from offset 0",
+                ));
+            }
+            let guard = PositionGuard {
+                file,
+                offset,
+                sent: Cell::new(0),
+                seekable: regular,
+            };
+            if regular && splice_ok {
+                match send_spliced(&driver, sock, file, count, &guard).await {
+                    Err(e) if guard.sent.get() == 0 && is_not_splicable(&e) => {}
+                    other => return other,
                 }
             }
-        }
-        Ok(guard.sent.get() as usize)
-    }
-
-    async fn sendfile_fallback(
-        &self,
-        sock: &impl AsFd,
-        file: &File,
-        count: Option<usize>,
-        guard: &PositionGuard<'_>,
-    ) -> io::Result<usize> {
-        let mut buf = BytesMut::with_capacity(FALLBACK_CHUNK);
-        loop {
-            let sent = guard.sent.get() as usize;
-            let want = match count {
-                Some(c) if sent >= c => break,
-                Some(c) => (c - sent).min(FALLBACK_CHUNK),
-                None => FALLBACK_CHUNK,
-            };
-            buf.clear();
-            let read = Read {
-                fd: file.as_raw_fd(),
-                buf,
-                len: want,
-                offset: if guard.seekable {
-                    guard.offset + sent as u64
+            if !fallback {
+                return Err(SendfileNotAvailable::error(if regular {
+                    "zero-copy splice is not possible for this file"
                 } else {
-                    u64::MAX
-                },
-            };
-            let (res, filled) = Op::submit(self.inner(), read)?.await;
-            let n = res?;
-            if n == 0 {
-                break;
+                    "the file is not a regular file"
+                }));
             }
-            let chunk = filled.freeze();
-            self.sock_sendall(sock, chunk.clone()).await?;
-            guard.sent.set(guard.sent.get() + n as u64);
-            buf = BytesMut::with_capacity(FALLBACK_CHUNK);
+            send_buffered(&driver, sock, file, count, &guard).await
         }
-        Ok(guard.sent.get() as usize)
     }
+}
+
+/// The zero-copy path: file → pipe → socket, with SPLICE.
+async fn send_spliced(
+    driver: &DriverRef,
+    sock_fd: RawFd,
+    file: &File,
+    count: Option<usize>,
+    guard: &PositionGuard<'_>,
+) -> io::Result<usize> {
+    let pipe = pipe_pair()?;
+    let chunk_max = PIPE_SIZE as usize;
+    loop {
+        let sent = guard.sent.get() as usize;
+        let want = match count {
+            Some(c) if sent >= c => break,
+            Some(c) => (c - sent).min(chunk_max),
+            None => chunk_max,
+        };
+        let fill = Splice {
+            fd_in: file.as_raw_fd(),
+            off_in: (guard.offset + sent as u64) as i64,
+            fd_out: pipe.1.as_raw_fd(),
+            len: want as u32,
+            _keep: Some(pipe.clone()),
+        };
+        let filled = Op::submit(driver, fill)?.await?;
+        if filled == 0 {
+            break; // end of file
+        }
+        let mut left = filled;
+        while left > 0 {
+            let drain = Splice {
+                fd_in: pipe.0.as_raw_fd(),
+                off_in: -1,
+                fd_out: sock_fd,
+                len: left as u32,
+                _keep: Some(pipe.clone()),
+            };
+            match Op::submit(driver, drain)?.await {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the socket accepted no bytes",
+                    ))
+                }
+                Ok(n) => {
+                    left -= n;
+                    guard.sent.set(guard.sent.get() + n as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A non-blocking socket is full: wait for room.
+                    let wait = PollOnce {
+                        fd: sock_fd,
+                        mask: libc::POLLOUT as u32,
+                    };
+                    Op::submit(driver, wait)?.await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(guard.sent.get() as usize)
+}
+
+/// The fallback: read a chunk, send it, repeat.
+async fn send_buffered(
+    driver: &DriverRef,
+    sock_fd: RawFd,
+    file: &File,
+    count: Option<usize>,
+    guard: &PositionGuard<'_>,
+) -> io::Result<usize> {
+    loop {
+        let sent = guard.sent.get() as usize;
+        let want = match count {
+            Some(c) if sent >= c => break,
+            Some(c) => (c - sent).min(FALLBACK_CHUNK),
+            None => FALLBACK_CHUNK,
+        };
+        let read = Read {
+            fd: file.as_raw_fd(),
+            buf: BytesMut::with_capacity(want),
+            len: want,
+            offset: if guard.seekable {
+                guard.offset + sent as u64
+            } else {
+                u64::MAX
+            },
+        };
+        let (res, filled) = Op::submit(driver, read)?.await;
+        let n = res?;
+        if n == 0 {
+            break;
+        }
+        sendall(driver.clone(), sock_fd, filled.freeze()).await?;
+        guard.sent.set(guard.sent.get() + n as u64);
+    }
+    Ok(guard.sent.get() as usize)
 }

@@ -4,10 +4,12 @@
 //! its completion. Dropping the returned future cancels the operation in
 //! the kernel at once; the socket stays usable for the next call.
 
+use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::rc::Weak;
 
 use bytes::{Buf, Bytes, BytesMut};
 use socket2::{Domain, SockAddr, SockRef, Socket};
@@ -19,9 +21,9 @@ use crate::driver::op::accept::Accept;
 use crate::driver::op::connect::Connect;
 use crate::driver::op::recv::{Recv, RecvInto};
 use crate::driver::op::send::Send;
-use crate::driver::op::Op;
+use crate::driver::op::{DriverRef, Op};
 use crate::error::Error;
-use crate::event_loop::EventLoop;
+use crate::event_loop::{EventLoop, LoopInner};
 
 mod sealed {
     pub trait Sealed {}
@@ -76,17 +78,62 @@ pub(crate) fn closed_error() -> io::Error {
     io::Error::other(Error::LoopClosed)
 }
 
-impl EventLoop {
-    pub(crate) fn check_open_io(&self) -> io::Result<()> {
-        if self.is_closed() {
-            Err(closed_error())
-        } else {
-            Ok(())
+/// Connects `fd` to `addr`, resolving a host name through `lp`'s executor
+/// for the socket's family.
+/// `domain` is the socket's family, looked up only for host names.
+async fn connect(
+    driver: DriverRef,
+    lp: Weak<LoopInner>,
+    fd: RawFd,
+    addr: Address,
+    domain: Option<io::Result<Domain>>,
+) -> io::Result<()> {
+    let target = match addr {
+        Address::Inet(a) => SockAddr::from(a),
+        Address::Unix(p) => SockAddr::unix(p)?,
+        Address::Host(host, port) => {
+            let domain = domain.unwrap_or(Ok(Domain::IPV4))?;
+            let family = if domain == Domain::IPV6 {
+                libc::AF_INET6
+            } else if domain == Domain::IPV4 {
+                libc::AF_INET
+            } else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a host name needs an AF_INET or AF_INET6 socket",
+                ));
+            };
+            let hints = AddrInfoHints {
+                family,
+                socktype: libc::SOCK_STREAM,
+                ..Default::default()
+            };
+            // The resolution future holds no loop reference; neither do we.
+            let resolving = EventLoop::from_inner(lp.upgrade().ok_or_else(closed_error)?)
+                .getaddrinfo(Some(&host), Some(port), hints);
+            let found = resolving.await?;
+            let first = found.first().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no address for {host:?}"))
+            })?;
+            SockAddr::from(first.addr)
         }
+    };
+    let op = Connect {
+        fd,
+        addr: Box::new(target),
+    };
+    Op::submit(&driver, op)?.await
+}
+
+impl EventLoop {
+    /// The driver, for operation futures (which hold it instead of the
+    /// loop, so a task awaiting I/O never keeps its loop alive).
+    pub(crate) fn driver_ref(&self) -> DriverRef {
+        self.inner().driver.clone()
     }
 
     /// Receives up to `n` bytes (`loop.sock_recv`). An empty result means
-    /// the peer closed its side.
+    /// the peer closed its side. The future borrows only the socket.
     ///
     /// # Example
     ///
@@ -102,33 +149,37 @@ impl EventLoop {
     /// assert_eq!(&got[..], b"ping");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub async fn sock_recv(&self, sock: &impl AsFd, n: usize) -> io::Result<Bytes> {
-        self.check_open_io()?;
-        let op = Recv {
-            fd: sock.as_fd().as_raw_fd(),
-            buf: BytesMut::with_capacity(n),
-        };
-        Op::submit(self.inner(), op)?.await
+    pub fn sock_recv<'a>(
+        &self,
+        sock: &'a impl AsFd,
+        n: usize,
+    ) -> impl Future<Output = io::Result<Bytes>> + 'a {
+        let driver = self.driver_ref();
+        let fd = sock.as_fd().as_raw_fd();
+        async move {
+            let op = Recv {
+                fd,
+                buf: BytesMut::with_capacity(n),
+            };
+            Op::submit(&driver, op)?.await
+        }
     }
 
     /// Receives into the whole initialised length of `buf` and gives the
     /// buffer back with the byte count (`loop.sock_recv_into`). The buffer
     /// comes back on error too.
-    pub async fn sock_recv_into<B: IoBufMut>(
+    pub fn sock_recv_into<'a, B: IoBufMut>(
         &self,
-        sock: &impl AsFd,
+        sock: &'a impl AsFd,
         buf: B,
-    ) -> (io::Result<usize>, B) {
-        if let Err(e) = self.check_open_io() {
-            return (Err(e), buf);
-        }
-        let op = RecvInto {
-            fd: sock.as_fd().as_raw_fd(),
-            buf,
-        };
-        match Op::try_submit(self.inner(), op) {
-            Ok(op) => op.await,
-            Err((e, op)) => (Err(e), op.buf),
+    ) -> impl Future<Output = (io::Result<usize>, B)> + 'a {
+        let driver = self.driver_ref();
+        let fd = sock.as_fd().as_raw_fd();
+        async move {
+            match Op::try_submit(&driver, RecvInto { fd, buf }) {
+                Ok(op) => op.await,
+                Err((e, op)) => (Err(e), op.buf),
+            }
         }
     }
 
@@ -136,73 +187,63 @@ impl EventLoop {
     /// socket needs. If the future is dropped midway, a prefix of `data`
     /// may have been sent; a later `sock_sendall` on the same socket sends
     /// its bytes after that prefix.
-    pub async fn sock_sendall(&self, sock: &impl AsFd, data: impl Into<Bytes>) -> io::Result<()> {
-        self.check_open_io()?;
+    pub fn sock_sendall<'a>(
+        &self,
+        sock: &'a impl AsFd,
+        data: impl Into<Bytes>,
+    ) -> impl Future<Output = io::Result<()>> + 'a {
+        let driver = self.driver_ref();
         let fd = sock.as_fd().as_raw_fd();
-        let mut data: Bytes = data.into();
-        while !data.is_empty() {
-            let op = Send {
-                fd,
-                buf: data.clone(),
-            };
-            let n = Op::submit(self.inner(), op)?.await?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "send returned 0"));
-            }
-            data.advance(n);
-        }
-        Ok(())
+        let data: Bytes = data.into();
+        sendall(driver, fd, data)
     }
 
     /// Connects `sock` to `addr` (`loop.sock_connect`). A host name is
     /// resolved first (on the executor) for the socket's family; the first
     /// address is used, as asyncio does.
-    pub async fn sock_connect(&self, sock: &impl AsFd, addr: impl Into<Address>) -> io::Result<()> {
-        self.check_open_io()?;
-        let sock_ref = SockRef::from(sock);
-        let target = match addr.into() {
-            Address::Inet(a) => SockAddr::from(a),
-            Address::Unix(p) => SockAddr::unix(p)?,
-            Address::Host(host, port) => {
-                let domain = sock_ref.domain()?;
-                let family = if domain == Domain::IPV6 {
-                    libc::AF_INET6
-                } else if domain == Domain::IPV4 {
-                    libc::AF_INET
-                } else {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "a host name needs an AF_INET or AF_INET6 socket",
-                    ));
-                };
-                let hints = AddrInfoHints {
-                    family,
-                    socktype: libc::SOCK_STREAM,
-                    ..Default::default()
-                };
-                let found = self.getaddrinfo(Some(&host), Some(port), hints).await?;
-                let first = found.first().ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, format!("no address for {host:?}"))
-                })?;
-                SockAddr::from(first.addr)
-            }
-        };
-        let op = Connect {
-            fd: sock.as_fd().as_raw_fd(),
-            addr: Box::new(target),
-        };
-        Op::submit(self.inner(), op)?.await
+    pub fn sock_connect<'a>(
+        &self,
+        sock: &'a impl AsFd,
+        addr: impl Into<Address>,
+    ) -> impl Future<Output = io::Result<()>> + 'a {
+        let addr = addr.into();
+        let domain = matches!(addr, Address::Host(..)).then(|| SockRef::from(sock).domain());
+        connect(
+            self.driver_ref(),
+            self.downgrade(),
+            sock.as_fd().as_raw_fd(),
+            addr,
+            domain,
+        )
     }
 
     /// Accepts one connection (`loop.sock_accept`). The new socket is
     /// non-blocking and close-on-exec.
-    pub async fn sock_accept<L: AcceptSocket>(
+    pub fn sock_accept<'a, L: AcceptSocket>(
         &self,
-        listener: &L,
-    ) -> io::Result<(L::Stream, L::Addr)> {
-        self.check_open_io()?;
-        let op = Accept::new(listener.as_fd().as_raw_fd());
-        let (fd, addr) = Op::submit(self.inner(), op)?.await?;
-        L::wrap(fd, addr)
+        listener: &'a L,
+    ) -> impl Future<Output = io::Result<(L::Stream, L::Addr)>> + 'a {
+        let driver = self.driver_ref();
+        let fd = listener.as_fd().as_raw_fd();
+        async move {
+            let (fd, addr) = Op::submit(&driver, Accept::new(fd))?.await?;
+            L::wrap(fd, addr)
+        }
     }
+}
+
+/// `sock_sendall`'s body: send until everything is out.
+pub(crate) async fn sendall(driver: DriverRef, fd: RawFd, mut data: Bytes) -> io::Result<()> {
+    while !data.is_empty() {
+        let op = Send {
+            fd,
+            buf: data.clone(),
+        };
+        let n = Op::submit(&driver, op)?.await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "send returned 0"));
+        }
+        data.advance(n);
+    }
+    Ok(())
 }

@@ -1,1 +1,201 @@
-//! Shared helpers for the conformance suite.
+//! Shared helpers for ringloop's conformance suite.
+//!
+//! Every test builds its loop with [`TestLoop::new`], which honours
+//! `RINGLOOP_BACKEND` (the suite runs once per backend) and installs a
+//! strict exception handler: any call to it that the test did not ask for
+//! with [`TestLoop::expect_errors`] fails the test when the loop is
+//! dropped, because silent errors are the ones users find first (uvloop's
+//! test base does the same).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::ops::Deref;
+use std::rc::Rc;
+use std::time::Duration;
+
+use ringloop::{ErrorContext, EventLoop};
+
+/// Default bound on any single test scenario.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A loop for one test, closed (and checked) on drop.
+pub struct TestLoop {
+    lp: EventLoop,
+    errors: Rc<RefCell<Vec<String>>>,
+    expect_errors: bool,
+}
+
+impl TestLoop {
+    /// A loop on the backend `RINGLOOP_BACKEND` selects.
+    pub fn new() -> TestLoop {
+        Self::from_loop(EventLoop::new().expect("cannot create the event loop"))
+    }
+
+    /// Wraps a loop built by the test (custom ring size, debug, ...).
+    pub fn from_loop(lp: EventLoop) -> TestLoop {
+        let errors: Rc<RefCell<Vec<String>>> = Rc::default();
+        let sink = errors.clone();
+        lp.set_exception_handler(Some(Rc::new(move |_lp: &EventLoop, ctx: &ErrorContext| {
+            sink.borrow_mut().push(ctx.to_string());
+        })));
+        TestLoop {
+            lp,
+            errors,
+            expect_errors: false,
+        }
+    }
+
+    /// The loop itself (a clone shares it).
+    pub fn lp(&self) -> EventLoop {
+        self.lp.clone()
+    }
+
+    /// Declares that the test provokes exception-handler calls; returns
+    /// the list they are recorded in.
+    pub fn expect_errors(&mut self) -> Rc<RefCell<Vec<String>>> {
+        self.expect_errors = true;
+        self.errors.clone()
+    }
+
+    /// `run_until_complete` bounded by [`TIMEOUT`]; panics on timeout or
+    /// on a loop error.
+    #[track_caller]
+    pub fn block_on<F: Future + 'static>(&self, fut: F) -> F::Output {
+        self.block_on_within(TIMEOUT, fut)
+    }
+
+    /// `run_until_complete` bounded by `limit`.
+    #[track_caller]
+    pub fn block_on_within<F: Future + 'static>(&self, limit: Duration, fut: F) -> F::Output {
+        let stopper = self.lp.clone();
+        let watchdog = self
+            .lp
+            .call_later(limit, move || stopper.stop())
+            .expect("schedule watchdog");
+        let out = self.lp.run_until_complete(fut);
+        watchdog.cancel();
+        match out {
+            Ok(v) => v,
+            Err(ringloop::Error::StoppedBeforeComplete) => {
+                panic!("scenario did not finish within {limit:?}")
+            }
+            Err(e) => panic!("run_until_complete failed: {e}"),
+        }
+    }
+}
+
+impl Default for TestLoop {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Deref for TestLoop {
+    type Target = EventLoop;
+    fn deref(&self) -> &EventLoop {
+        &self.lp
+    }
+}
+
+impl Drop for TestLoop {
+    fn drop(&mut self) {
+        if !self.lp.is_running() {
+            let _ = self.lp.close();
+        }
+        if !self.expect_errors && !std::thread::panicking() {
+            let errs = self.errors.borrow();
+            assert!(
+                errs.is_empty(),
+                "unexpected calls to the exception handler: {errs:#?}"
+            );
+        }
+    }
+}
+
+/// Number of open descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Runs `f` and asserts the process's open-descriptor count is the same
+/// afterwards. Tests in one binary run in parallel threads and share the
+/// descriptor table, so callers serialise with [`fd_lock`].
+pub fn assert_no_fd_leak<R>(f: impl FnOnce() -> R) -> R {
+    let _g = fd_lock();
+    let before = fd_count();
+    let r = f();
+    let after = fd_count();
+    assert_eq!(
+        before, after,
+        "descriptor leak: {before} open before, {after} after"
+    );
+    r
+}
+
+static FD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Serialises tests that count descriptors.
+pub fn fd_lock() -> std::sync::MutexGuard<'static, ()> {
+    FD_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A value whose drop is observable: proves a closure or future was
+/// dropped (and exactly once).
+#[derive(Clone, Default)]
+pub struct DropFlag(Rc<std::cell::Cell<u32>>);
+
+/// The sentinel half of a [`DropFlag`]; move it into what must be dropped.
+pub struct DropSentinel(Rc<std::cell::Cell<u32>>);
+
+impl DropFlag {
+    /// A new flag, not yet dropped.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// A sentinel that counts its drop on this flag.
+    pub fn sentinel(&self) -> DropSentinel {
+        DropSentinel(self.0.clone())
+    }
+    /// How many sentinels were dropped.
+    pub fn drops(&self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl Drop for DropSentinel {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+/// Names the backend under test, for messages.
+pub fn backend_name() -> String {
+    std::env::var("RINGLOOP_BACKEND").unwrap_or_else(|_| "auto".into())
+}
+
+/// A connected loopback TCP pair: (client, server side), both
+/// non-blocking.
+pub fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    let client = std::net::TcpStream::connect(addr).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    client.set_nonblocking(true).expect("nonblocking");
+    server.set_nonblocking(true).expect("nonblocking");
+    (client, server)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for payload checks.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

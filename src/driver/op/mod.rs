@@ -19,6 +19,7 @@ pub(crate) mod recv;
 pub(crate) mod send;
 pub(crate) mod splice;
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -27,8 +28,10 @@ use std::task::{Context, Poll};
 
 use io_uring::squeue;
 
-use super::{Completion, SlotPoll};
-use crate::event_loop::LoopInner;
+use super::{Completion, Driver, SlotPoll};
+
+/// The driver as operations hold it.
+pub(crate) type DriverRef = Rc<RefCell<Driver>>;
 
 /// One kind of kernel operation.
 pub(crate) trait OpKind: 'static {
@@ -66,25 +69,29 @@ impl<T: OpKind> Abandoned for T {
 }
 
 /// The future of one submitted operation.
+///
+/// It holds the driver, not the loop: the driver owns no futures, so an
+/// operation inside a task never forms a reference cycle with the loop,
+/// and a loop dropped with operations in flight is really freed.
 pub(crate) struct Op<T: OpKind> {
-    lp: Rc<LoopInner>,
+    driver: DriverRef,
     key: usize,
     data: Option<T>,
 }
 
 impl<T: OpKind> Op<T> {
     /// Submits `data` to the loop's driver.
-    pub(crate) fn submit(lp: &Rc<LoopInner>, data: T) -> io::Result<Op<T>> {
-        Self::try_submit(lp, data).map_err(|(e, _)| e)
+    pub(crate) fn submit(driver: &DriverRef, data: T) -> io::Result<Op<T>> {
+        Self::try_submit(driver, data).map_err(|(e, _)| e)
     }
 
     /// Submits `data`; on failure (loop closed, ring error) the kernel
     /// never saw it and it comes back with the error.
-    pub(crate) fn try_submit(lp: &Rc<LoopInner>, mut data: T) -> Result<Op<T>, (io::Error, T)> {
-        let submitted = lp.driver.borrow_mut().submit(&mut data);
+    pub(crate) fn try_submit(driver: &DriverRef, mut data: T) -> Result<Op<T>, (io::Error, T)> {
+        let submitted = driver.borrow_mut().submit(&mut data);
         match submitted {
             Ok(key) => Ok(Op {
-                lp: lp.clone(),
+                driver: driver.clone(),
                 key,
                 data: Some(data),
             }),
@@ -98,7 +105,7 @@ impl<T: OpKind> Future for Op<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
         let this = self.get_mut();
-        let polled = this.lp.driver.borrow_mut().poll_slot(this.key, cx.waker());
+        let polled = this.driver.borrow_mut().poll_slot(this.key, cx.waker());
         match polled {
             SlotPoll::Pending => Poll::Pending,
             SlotPoll::Ready(c) => {
@@ -116,7 +123,7 @@ impl<T: OpKind> Drop for Op<T> {
         if let Some(data) = self.data.take() {
             // `abandon` completes at once if the CQE already arrived, else
             // parks the resources and submits ASYNC_CANCEL.
-            if let Ok(mut d) = self.lp.driver.try_borrow_mut() {
+            if let Ok(mut d) = self.driver.try_borrow_mut() {
                 d.abandon(self.key, Box::new(data));
             } else {
                 // Unreachable in practice (no op is dropped while the

@@ -1,0 +1,150 @@
+//! Nothing leaks: descriptors are counted around each scenario. All
+//! tests of this binary count descriptors, so each holds the fd lock for
+//! its whole run (tests in one binary share the descriptor table).
+
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use ringloop::EventLoop;
+use ringloop_uring_tests::{assert_no_fd_leak, fd_count, fd_lock};
+
+#[test]
+fn close_releases_every_descriptor_even_with_io_in_flight() {
+    assert_no_fd_leak(|| {
+        let lp = EventLoop::new().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let l = lp.clone();
+        let task = lp
+            .create_task(async move { l.sock_recv(&a, 100).await })
+            .unwrap();
+        let l = lp.clone();
+        lp.call_later(Duration::from_millis(20), move || l.stop())
+            .unwrap();
+        lp.run_forever().unwrap();
+        assert!(!task.done());
+        assert_eq!(lp.in_flight_ops(), 1);
+        lp.close().unwrap();
+        assert_eq!(lp.in_flight_ops(), 0);
+        drop((task, b));
+    });
+}
+
+#[test]
+fn dropping_a_loop_with_io_in_flight_neither_hangs_nor_leaks() {
+    assert_no_fd_leak(|| {
+        let lp = EventLoop::new().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // The tasks hold the loop only through get_running_loop inside
+        // each poll, so the loop has no other owner than `lp`.
+        lp.create_task(async move {
+            let l = ringloop::get_running_loop().unwrap();
+            let recv = l.sock_recv(&a, 100);
+            drop(l);
+            recv.await
+        })
+        .unwrap();
+        lp.create_task(async move {
+            let l = ringloop::get_running_loop().unwrap();
+            let acc = l.sock_accept(&listener);
+            drop(l);
+            acc.await.map(|_| ())
+        })
+        .unwrap();
+        lp.stop();
+        lp.run_forever().unwrap();
+        drop(lp);
+        drop(b);
+    });
+}
+
+#[test]
+fn many_loops_created_and_closed_leak_nothing() {
+    assert_no_fd_leak(|| {
+        for _ in 0..50 {
+            let lp = EventLoop::new().unwrap();
+            lp.run_until_complete(async {}).unwrap();
+            lp.close().unwrap();
+        }
+    });
+}
+
+#[test]
+fn an_fd_produced_by_a_cancelled_accept_is_closed() {
+    // The accept completes in the kernel (a client is already waiting in
+    // the backlog) but its future is dropped before the loop reaps the
+    // completion: the new descriptor must be closed, not leaked
+    // (tokio #7979).
+    use std::future::Future;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::task::{Context, Poll, Waker};
+
+    let _serial = fd_lock();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let lp = EventLoop::new().unwrap();
+    let before = fd_count();
+    {
+        let mut accept = Box::pin(lp.sock_accept(&listener));
+        let mut cx = Context::from_waker(Waker::noop());
+        // Queues the ACCEPT; the drop below submits it with its cancel.
+        assert!(matches!(accept.as_mut().poll(&mut cx), Poll::Pending));
+    }
+    for _ in 0..10 {
+        lp.stop();
+        lp.run_forever().unwrap();
+        if lp.in_flight_ops() == 0 {
+            break;
+        }
+    }
+    assert_eq!(lp.in_flight_ops(), 0);
+    assert_eq!(fd_count(), before, "the accepted descriptor was closed");
+    // And the connection was really accepted and closed: EOF or reset.
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    match client.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("unexpected {n} bytes"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    lp.close().unwrap();
+}
+
+#[test]
+fn cancelled_operations_free_everything_by_the_final_completion() {
+    assert_no_fd_leak(|| {
+        let lp = EventLoop::new().unwrap();
+        let pairs: Vec<_> = (0..200).map(|_| UnixStream::pair().unwrap()).collect();
+        let mut tasks = Vec::new();
+        for (a, _b) in &pairs {
+            let l = lp.clone();
+            let a = a.try_clone().unwrap();
+            tasks.push(
+                lp.create_task(async move { l.sock_recv(&a, 4096).await })
+                    .unwrap(),
+            );
+        }
+        lp.stop();
+        lp.run_forever().unwrap();
+        assert_eq!(lp.in_flight_ops(), 200);
+        for t in &tasks {
+            t.cancel();
+        }
+        for _ in 0..20 {
+            lp.stop();
+            lp.run_forever().unwrap();
+            if lp.in_flight_ops() == 0 {
+                break;
+            }
+        }
+        assert_eq!(lp.in_flight_ops(), 0);
+        assert!(tasks.iter().all(|t| t.cancelled()));
+        lp.close().unwrap();
+        drop(tasks);
+        drop(pairs);
+    });
+}
