@@ -64,3 +64,8 @@ pub use policy::{
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory, TaskHandle};
 pub use threadsafe::{LoopHandle, RemoteHandle};
+
+/// The README's example, compiled and run as a doctest so it cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
