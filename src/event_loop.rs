@@ -261,6 +261,13 @@ impl EventLoop {
         self.inner.driver.borrow().backend()
     }
 
+    /// What the kernel offered when this loop's ring was set up; `None` on
+    /// a backend that is not io_uring. The same set is logged once per
+    /// process with `tracing` at `info` level.
+    pub fn kernel_features(&self) -> Option<crate::KernelFeatures> {
+        self.inner.driver.borrow().kernel_features().cloned()
+    }
+
     /// A thread-safe handle for scheduling from other threads.
     pub fn handle(&self) -> LoopHandle {
         LoopHandle {

@@ -51,6 +51,7 @@ mod timers;
 pub use buf::IoBufMut;
 pub use builder::{EventLoopBuilder, DEFAULT_RING_ENTRIES};
 pub use debug::env_debug;
+pub use driver::uring::KernelFeatures;
 pub use driver::Backend;
 pub use error::{Error, Result, SendfileNotAvailable};
 pub use event_loop::{get_running_loop, EventLoop};

@@ -174,6 +174,17 @@ impl LoopHandle {
         Ok(RemoteHandle { cancelled })
     }
 
+    /// Stops the loop from another thread: schedules
+    /// [`EventLoop::stop`](crate::EventLoop::stop) on the loop thread.
+    pub fn stop(&self) -> Result<()> {
+        self.call_soon_threadsafe(|| {
+            if let Ok(lp) = crate::get_running_loop() {
+                lp.stop();
+            }
+        })
+        .map(|_| ())
+    }
+
     /// Wakes the loop if it is waiting in the kernel.
     pub fn wake(&self) {
         self.shared.wake();

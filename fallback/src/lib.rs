@@ -9,3 +9,4 @@
 //! place in the workspace.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]

@@ -112,6 +112,13 @@ pub(crate) enum Driver {
 }
 
 impl Driver {
+    /// The kernel features the backend found (io_uring only).
+    pub(crate) fn kernel_features(&self) -> Option<&uring::KernelFeatures> {
+        match self {
+            Driver::Uring(d) => Some(d.features()),
+        }
+    }
+
     pub(crate) fn backend(&self) -> Backend {
         match self {
             Driver::Uring(_) => Backend::Uring,

@@ -86,9 +86,7 @@ impl EventLoop {
         fallback: bool,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
         let driver = self.driver_ref();
-        let splice_ok = match &*driver.borrow() {
-            crate::driver::Driver::Uring(d) => d.features().splice,
-        };
+        let splice_ok = driver.borrow().kernel_features().is_some_and(|f| f.splice);
         let sock_type = SockRef::from(sock).r#type();
         let sock = sock.as_fd().as_raw_fd();
         async move {

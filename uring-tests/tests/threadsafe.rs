@@ -126,6 +126,34 @@ fn remote_handles_cancel() {
 }
 
 #[test]
+fn stop_from_another_thread() {
+    let lp = TestLoop::new();
+    let handle = lp.handle();
+    let watchdog = lp.lp();
+    lp.call_later(Duration::from_secs(10), move || watchdog.stop())
+        .unwrap();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        handle.stop().unwrap();
+    });
+    let started = Instant::now();
+    lp.run_forever().unwrap();
+    t.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    lp.close().unwrap();
+    assert!(lp.handle().stop().is_err(), "a closed loop refuses");
+}
+
+#[test]
+fn kernel_features_are_reported() {
+    let lp = TestLoop::new();
+    if lp.backend() == ringloop::Backend::Uring {
+        let f = lp.kernel_features().expect("io_uring reports its features");
+        assert!(f.ext_arg && f.nodrop && f.recv_send);
+    }
+}
+
+#[test]
 fn the_handle_is_send_sync_clone() {
     fn assert_send_sync<T: Send + Sync + Clone>() {}
     assert_send_sync::<ringloop::LoopHandle>();

@@ -19,6 +19,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
 pub(crate) use probe::Features;
+pub use probe::KernelFeatures;
 use slot::Slot;
 
 use super::{Abandoned, Completion, OpKind, SlotPoll};

@@ -11,20 +11,34 @@ use std::sync::Once;
 
 use io_uring::{opcode, IoUring, Probe};
 
-/// What the running kernel offers, as found at ring setup.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Features {
-    pub(crate) setup_flags: &'static str,
-    pub(crate) ext_arg: bool,
-    pub(crate) nodrop: bool,
-    pub(crate) splice: bool,
-    pub(crate) send_zc: bool,
-    pub(crate) waitid: bool,
-    pub(crate) recv_send: bool,
-    pub(crate) accept_connect: bool,
-    pub(crate) read_write: bool,
-    pub(crate) async_cancel: bool,
+/// What the running kernel offers, as found when the loop's ring was set
+/// up ([`EventLoop::kernel_features`](crate::EventLoop::kernel_features)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KernelFeatures {
+    /// The ring's setup flags, as accepted by the kernel.
+    pub setup_flags: &'static str,
+    /// `IORING_FEAT_EXT_ARG`: the wait timeout rides on `io_uring_enter`.
+    pub ext_arg: bool,
+    /// `IORING_FEAT_NODROP`: completions are never dropped on overflow.
+    pub nodrop: bool,
+    /// `IORING_OP_SPLICE`: zero-copy `sock_sendfile`.
+    pub splice: bool,
+    /// `IORING_OP_SEND_ZC`.
+    pub send_zc: bool,
+    /// `IORING_OP_WAITID`.
+    pub waitid: bool,
+    /// `IORING_OP_RECV` and `IORING_OP_SEND`.
+    pub recv_send: bool,
+    /// `IORING_OP_ACCEPT` and `IORING_OP_CONNECT`.
+    pub accept_connect: bool,
+    /// `IORING_OP_READ` and `IORING_OP_WRITE`.
+    pub read_write: bool,
+    /// `IORING_OP_ASYNC_CANCEL`.
+    pub async_cancel: bool,
 }
+
+pub(crate) type Features = KernelFeatures;
 
 static LOGGED: Once = Once::new();
 
