@@ -86,6 +86,7 @@ pub(crate) struct LoopInner {
     pub(crate) timers: RefCell<TimerQueue>,
     pub(crate) driver: Rc<RefCell<Driver>>,
     pub(crate) tasks: RefCell<Slab<Rc<TaskCore>>>,
+    task_ids: Cell<u64>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) task_factory: RefCell<Option<TaskFactory>>,
     pub(crate) exception_handler: RefCell<Option<ExceptionHandler>>,
@@ -119,12 +120,19 @@ impl LoopInner {
         Ok(Handle { inner: cb })
     }
 
-    /// Queues the next step of the task in slot `key`.
-    pub(crate) fn schedule_task(&self, key: usize) {
+    /// Queues the next step of the task in slot `key`, if that slot still
+    /// holds task `id` (a stale waker of a finished task is ignored).
+    pub(crate) fn schedule_task(&self, key: usize, id: u64) {
         let task = self.tasks.borrow().get(key).cloned();
-        if let Some(task) = task {
+        if let Some(task) = task.filter(|t| t.id == id) {
             task.schedule(self);
         }
+    }
+
+    pub(crate) fn next_task_id(&self) -> u64 {
+        let id = self.task_ids.get() + 1;
+        self.task_ids.set(id);
+        id
     }
 
     /// Releases everything: callbacks, timers, tasks, in-flight
@@ -228,6 +236,7 @@ impl EventLoop {
                 timers: RefCell::new(TimerQueue::new()),
                 driver: Rc::new(RefCell::new(driver)),
                 tasks: RefCell::new(Slab::new()),
+                task_ids: Cell::new(0),
                 shared,
                 task_factory: RefCell::new(None),
                 exception_handler: RefCell::new(None),
@@ -305,9 +314,9 @@ impl EventLoop {
     pub fn run_forever(&self) -> Result<()> {
         self.check_closed()?;
         self.check_not_running()?;
-        let _guard = RunningGuard::enter(&self.inner);
+        let _guard = RunningGuard::enter(&self.inner, true);
         loop {
-            self.run_once()?;
+            self.iterate()?;
             if self.inner.stopping.get() {
                 break;
             }
@@ -329,13 +338,19 @@ impl EventLoop {
         self.check_closed()?;
         self.check_not_running()?;
         let task = self.create_task(future)?;
-        let weak = self.downgrade();
+        // asyncio removes this callback when run_until_complete returns;
+        // disarming it does the same: a task that finishes during a later
+        // run must not stop that run.
+        let armed = Rc::new(Cell::new(true));
+        let (weak, flag) = (self.downgrade(), armed.clone());
         task.add_done_callback(move || {
-            if let Some(inner) = weak.upgrade() {
+            if let (true, Some(inner)) = (flag.get(), weak.upgrade()) {
                 inner.stopping.set(true);
             }
         });
-        self.run_forever()?;
+        let ran = self.run_forever();
+        armed.set(false);
+        ran?;
         if !task.done() {
             return Err(Error::StoppedBeforeComplete);
         }
@@ -344,11 +359,20 @@ impl EventLoop {
         )))
     }
 
-    /// Runs one iteration of the loop (see the module docs). Public for
-    /// embedding the loop in another event system; most code wants
-    /// [`run_forever`](Self::run_forever).
+    /// Runs one iteration of the loop (see the module docs), as the running
+    /// loop of this thread for its duration. Public for embedding the loop
+    /// in another event system; most code wants
+    /// [`run_forever`](Self::run_forever). It does not reset a pending
+    /// `stop()`, which only makes its wait zero.
     pub fn run_once(&self) -> Result<()> {
         self.check_closed()?;
+        self.check_not_running()?;
+        let _guard = RunningGuard::enter(&self.inner, false);
+        self.iterate()
+    }
+
+    /// One iteration; the caller marked the loop running.
+    fn iterate(&self) -> Result<()> {
         let inner = &*self.inner;
         self.drain_remote();
         // Always: compacts the timer heap and drops cancelled heads, as
@@ -417,7 +441,7 @@ impl EventLoop {
                     let cb: Rc<dyn Callback> = Rc::new(HandleCell::new(run, location, None));
                     inner.ready.borrow_mut().push_back(cb);
                 }
-                Remote::WakeTask(key) => inner.schedule_task(key),
+                Remote::WakeTask(key, id) => inner.schedule_task(key, id),
             }
         }
         *inner.remote_buf.borrow_mut() = buf;
@@ -679,21 +703,27 @@ impl EventLoop {
 /// if a callback unwinds through `run_forever`.
 struct RunningGuard {
     inner: Rc<LoopInner>,
+    /// `run_forever` consumes the stop request when it returns; a single
+    /// `run_once` leaves it pending.
+    reset_stopping: bool,
 }
 
 impl RunningGuard {
-    fn enter(inner: &Rc<LoopInner>) -> RunningGuard {
+    fn enter(inner: &Rc<LoopInner>, reset_stopping: bool) -> RunningGuard {
         inner.running.set(true);
         let _ = RUNNING.try_with(|r| *r.borrow_mut() = Some(inner.clone()));
         RunningGuard {
             inner: inner.clone(),
+            reset_stopping,
         }
     }
 }
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.inner.stopping.set(false);
+        if self.reset_stopping {
+            self.inner.stopping.set(false);
+        }
         self.inner.running.set(false);
         let _ = RUNNING.try_with(|r| r.borrow_mut().take());
     }

@@ -1,10 +1,14 @@
 //! Executors: where blocking work runs (`loop.run_in_executor`).
 //!
 //! The default executor is a thread pool on a crossbeam-deque injector,
-//! sized like Python's `ThreadPoolExecutor` (`min(32, cpus + 4)`
-//! workers). It starts no thread until the first job arrives, and adds a
-//! worker only when none is idle. Results come back to the loop through
-//! its thread-safe queue (the awaiting task's waker).
+//! sized like Python 3.8+'s `ThreadPoolExecutor` (`min(32, cpus + 4)`
+//! workers; 3.7's `cpus * 5` starts far more threads than name lookups
+//! need). It starts no thread until the first job arrives. Each job
+//! claims an idle worker at submit time, or starts a new worker while
+//! below the maximum, so a job never queues behind a busy worker while
+//! the pool could still grow (two jobs where one waits for the other
+//! cannot deadlock). Results come back to the loop through its
+//! thread-safe queue (the awaiting task's waker).
 
 use std::future::Future;
 use std::io;
@@ -36,7 +40,11 @@ pub trait Executor: Send + Sync + 'static {
 
 struct PoolState {
     workers: usize,
+    /// Workers waiting for work and not yet claimed by a submitter.
     idle: usize,
+    /// Wake-ups handed out by submitters and not yet taken by a worker
+    /// (a worker woken spuriously finds none and keeps waiting).
+    claims: usize,
     shutdown: bool,
     handles: Vec<thread::JoinHandle<()>>,
 }
@@ -69,6 +77,7 @@ impl ThreadPool {
                 state: Mutex::new(PoolState {
                     workers: 0,
                     idle: 0,
+                    claims: 0,
                     shutdown: false,
                     handles: Vec::new(),
                 }),
@@ -79,7 +88,7 @@ impl ThreadPool {
         }
     }
 
-    /// Python's default size: `min(32, available CPUs + 4)`.
+    /// Python 3.8+'s default size: `min(32, available CPUs + 4)`.
     pub fn with_default_size() -> ThreadPool {
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         ThreadPool::new((cpus + 4).min(32))
@@ -109,8 +118,18 @@ impl ThreadPool {
                         return;
                     }
                     st.idle += 1;
-                    st = shared.work.wait(st).unwrap_or_else(|p| p.into_inner());
-                    st.idle -= 1;
+                    loop {
+                        st = shared.work.wait(st).unwrap_or_else(|p| p.into_inner());
+                        if st.claims > 0 {
+                            // A submitter claimed us (and took us off idle).
+                            st.claims -= 1;
+                            break;
+                        }
+                        if st.shutdown {
+                            st.idle = st.idle.saturating_sub(1);
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -123,16 +142,30 @@ impl Executor for ThreadPool {
         if st.shutdown {
             return Err(io::Error::other("cannot schedule new jobs after shutdown"));
         }
-        self.shared.queue.push(job);
         if st.idle > 0 {
+            st.idle -= 1;
+            st.claims += 1;
+            self.shared.queue.push(job);
             self.shared.work.notify_one();
         } else if st.workers < self.max_workers {
             let shared = self.shared.clone();
-            let handle = thread::Builder::new()
+            match thread::Builder::new()
                 .name(self.name.clone())
-                .spawn(move || ThreadPool::worker(shared))?;
-            st.workers += 1;
-            st.handles.push(handle);
+                .spawn(move || ThreadPool::worker(shared))
+            {
+                Ok(handle) => {
+                    st.workers += 1;
+                    st.handles.push(handle);
+                    self.shared.queue.push(job);
+                }
+                // No new thread: queue it for the busy workers if there
+                // are any, else refuse it (nothing would ever run it).
+                Err(e) if st.workers == 0 => return Err(e),
+                Err(_) => self.shared.queue.push(job),
+            }
+        } else {
+            // At the maximum: the job waits for a worker to finish.
+            self.shared.queue.push(job);
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! a clone of the result, so awaiting needs `T: Clone`; use
 //! [`LoopFuture::take_result`] to move a non-`Clone` value out.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
@@ -23,17 +23,24 @@ pub struct CallbackId(u64);
 
 type DoneCallback<T> = Box<dyn FnOnce(&LoopFuture<T>)>;
 
-enum State<T> {
+/// Whoever waits for the future, in registration order: asyncio keeps one
+/// list, and a task awaiting the future is just one more done callback in
+/// it, so wake-ups and callbacks are scheduled in the order they came.
+enum Listener<T: 'static> {
+    Waker(Waker),
+    Callback(CallbackId, DoneCallback<T>, &'static Location<'static>),
+}
+
+enum State<T: 'static> {
     Pending,
     Done(Result<T>),
     /// Done, and the value was moved out with `take_result`.
     Taken,
 }
 
-struct Inner<T> {
+struct Inner<T: 'static> {
     state: State<T>,
-    waiters: Vec<Waker>,
-    callbacks: Vec<(CallbackId, DoneCallback<T>)>,
+    listeners: Vec<Listener<T>>,
     next_id: u64,
 }
 
@@ -51,17 +58,60 @@ struct Inner<T> {
 /// assert_eq!(lp.run_until_complete(fut)??, 7);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct LoopFuture<T> {
+pub struct LoopFuture<T: 'static> {
     lp: Weak<LoopInner>,
     inner: Rc<RefCell<Inner<T>>>,
+    /// This handle is being awaited (returned `Pending`): if the task
+    /// awaiting it is cancelled, the future is cancelled too, as asyncio
+    /// cancels the future a cancelled task waits on.
+    awaiting: Cell<bool>,
 }
 
-impl<T> Clone for LoopFuture<T> {
+impl<T: 'static> Clone for LoopFuture<T> {
     fn clone(&self) -> Self {
         LoopFuture {
             lp: self.lp.clone(),
             inner: self.inner.clone(),
+            awaiting: Cell::new(false),
         }
+    }
+}
+
+impl<T: 'static> Drop for LoopFuture<T> {
+    fn drop(&mut self) {
+        if self.awaiting.get() && crate::task::cancelling() {
+            let pending = matches!(self.inner.borrow().state, State::Pending);
+            if pending {
+                self.complete_with(Err(Error::Cancelled));
+            }
+        }
+    }
+}
+
+impl<T: 'static> LoopFuture<T> {
+    fn complete_with(&self, r: Result<T>) -> bool {
+        let listeners = {
+            let mut inner = self.inner.borrow_mut();
+            if !matches!(inner.state, State::Pending) {
+                return false;
+            }
+            inner.state = State::Done(r);
+            std::mem::take(&mut inner.listeners)
+        };
+        let lp = self.lp.upgrade();
+        for l in listeners {
+            match l {
+                Listener::Waker(w) => w.wake(),
+                Listener::Callback(_, cb, location) => {
+                    if let Some(lp) = &lp {
+                        let me = self.clone();
+                        // A closed loop cannot run callbacks; they are dropped.
+                        let _ = lp.call_soon_boxed(Box::new(move || cb(&me)), location);
+                    }
+                }
+            }
+        }
+        true
     }
 }
 
@@ -71,43 +121,18 @@ impl<T: 'static> LoopFuture<T> {
             lp,
             inner: Rc::new(RefCell::new(Inner {
                 state: State::Pending,
-                waiters: Vec::new(),
-                callbacks: Vec::new(),
+                listeners: Vec::new(),
                 next_id: 0,
             })),
+            awaiting: Cell::new(false),
         }
     }
 
     fn complete(&self, r: Result<T>) -> Result<()> {
-        let (waiters, callbacks) = {
-            let mut inner = self.inner.borrow_mut();
-            if !matches!(inner.state, State::Pending) {
-                return Err(Error::InvalidState("the future is already done"));
-            }
-            inner.state = State::Done(r);
-            (
-                std::mem::take(&mut inner.waiters),
-                std::mem::take(&mut inner.callbacks),
-            )
-        };
-        for w in waiters {
-            w.wake();
-        }
-        self.schedule_callbacks(callbacks);
-        Ok(())
-    }
-
-    fn schedule_callbacks(&self, callbacks: Vec<(CallbackId, DoneCallback<T>)>) {
-        if callbacks.is_empty() {
-            return;
-        }
-        let Some(lp) = self.lp.upgrade() else {
-            return;
-        };
-        for (_, cb) in callbacks {
-            let me = self.clone();
-            // A closed loop cannot run callbacks any more; they are dropped.
-            let _ = lp.call_soon_boxed(Box::new(move || cb(&me)), Location::caller());
+        if self.complete_with(r) {
+            Ok(())
+        } else {
+            Err(Error::InvalidState("the future is already done"))
         }
     }
 
@@ -153,31 +178,43 @@ impl<T: 'static> LoopFuture<T> {
         }
     }
 
-    /// Moves the result out (the future stays done).
-    /// [`Error::InvalidState`] while pending or once taken.
+    /// Moves a successful result out (the future stays done); an error
+    /// result is returned as a clone and stays readable, so `cancelled()`
+    /// and `exception()` keep telling the truth. [`Error::InvalidState`]
+    /// while pending or once the value was taken.
     pub fn take_result(&self) -> Result<T> {
         let mut inner = self.inner.borrow_mut();
+        match &inner.state {
+            State::Pending => return Err(Error::InvalidState("the result is not set yet")),
+            State::Taken => return Err(Error::InvalidState("the result was already taken")),
+            State::Done(Err(e)) => return Err(e.clone()),
+            State::Done(Ok(_)) => {}
+        }
         match std::mem::replace(&mut inner.state, State::Taken) {
             State::Done(r) => r,
-            State::Pending => {
-                inner.state = State::Pending;
-                Err(Error::InvalidState("the result is not set yet"))
-            }
-            State::Taken => Err(Error::InvalidState("the result was already taken")),
+            _ => Err(Error::InvalidState("the result was already taken")),
         }
     }
 
     /// Runs `f(&future)` through the loop's ready queue once the future is
     /// done (at once-scheduled if done already) (`add_done_callback`).
+    /// Callbacks and awaiting tasks resume in the order they registered.
+    #[track_caller]
     pub fn add_done_callback(&self, f: impl FnOnce(&LoopFuture<T>) + 'static) -> CallbackId {
+        let location = Location::caller();
         let mut inner = self.inner.borrow_mut();
         inner.next_id += 1;
         let id = CallbackId(inner.next_id);
         if matches!(inner.state, State::Pending) {
-            inner.callbacks.push((id, Box::new(f)));
+            inner
+                .listeners
+                .push(Listener::Callback(id, Box::new(f), location));
         } else {
             drop(inner);
-            self.schedule_callbacks(vec![(id, Box::new(f))]);
+            if let Some(lp) = self.lp.upgrade() {
+                let me = self.clone();
+                let _ = lp.call_soon_boxed(Box::new(move || f(&me)), location);
+            }
         }
         id
     }
@@ -186,9 +223,11 @@ impl<T: 'static> LoopFuture<T> {
     /// many were removed (`remove_done_callback`).
     pub fn remove_done_callback(&self, id: CallbackId) -> usize {
         let mut inner = self.inner.borrow_mut();
-        let before = inner.callbacks.len();
-        inner.callbacks.retain(|(cid, _)| *cid != id);
-        before - inner.callbacks.len()
+        let before = inner.listeners.len();
+        inner
+            .listeners
+            .retain(|l| !matches!(l, Listener::Callback(cid, ..) if *cid == id));
+        before - inner.listeners.len()
     }
 }
 
@@ -209,20 +248,27 @@ impl<T: Clone + 'static> Future for LoopFuture<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let mut inner = self.inner.borrow_mut();
-        match &inner.state {
+        let ready = match &inner.state {
             State::Pending => {
-                if !inner.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    inner.waiters.push(cx.waker().clone());
+                let known = inner
+                    .listeners
+                    .iter()
+                    .any(|l| matches!(l, Listener::Waker(w) if w.will_wake(cx.waker())));
+                if !known {
+                    inner.listeners.push(Listener::Waker(cx.waker().clone()));
                 }
-                Poll::Pending
+                self.awaiting.set(true);
+                return Poll::Pending;
             }
-            State::Done(r) => Poll::Ready(r.clone()),
-            State::Taken => Poll::Ready(Err(Error::InvalidState("the result was already taken"))),
-        }
+            State::Done(r) => r.clone(),
+            State::Taken => Err(Error::InvalidState("the result was already taken")),
+        };
+        self.awaiting.set(false);
+        Poll::Ready(ready)
     }
 }
 
-impl<T> fmt::Debug for LoopFuture<T> {
+impl<T: 'static> fmt::Debug for LoopFuture<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.inner.borrow().state {
             State::Pending => "pending",

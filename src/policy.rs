@@ -37,8 +37,12 @@ thread_local! {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DefaultEventLoopPolicy;
 
+/// True on the process's initial thread (its thread id is the pid), as
+/// asyncio compares with `threading.main_thread()`; a thread merely named
+/// "main" does not count.
 fn is_main_thread() -> bool {
-    std::thread::current().name() == Some("main")
+    // SAFETY: gettid and getpid take no arguments and cannot fail.
+    unsafe { libc::gettid() == libc::getpid() }
 }
 
 impl EventLoopPolicy for DefaultEventLoopPolicy {

@@ -25,6 +25,19 @@ use crate::exception::ErrorContext;
 use crate::handle::Callback;
 use crate::threadsafe::{Remote, Shared};
 
+thread_local! {
+    /// True while a cancelled task's future is being dropped.
+    static CANCELLING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while a cancelled task drops its future: a [`LoopFuture`] or
+/// [`Task`] it was awaiting is cancelled too, as in asyncio.
+///
+/// [`LoopFuture`]: crate::LoopFuture
+pub(crate) fn cancelling() -> bool {
+    CANCELLING.try_with(Cell::get).unwrap_or(false)
+}
+
 /// A boxed, type-erased, single-threaded future, as task factories see
 /// it.
 pub type LocalBoxFuture = Pin<Box<dyn Future<Output = ()>>>;
@@ -42,23 +55,32 @@ trait Complete {
     fn is_cancelled(&self) -> bool;
 }
 
+/// Whoever waits for the task, in registration order (see
+/// `future.rs`).
+enum Listener {
+    Waker(Waker),
+    Callback(Box<dyn FnOnce()>, &'static Location<'static>),
+}
+
 struct JoinInner<T> {
     result: Option<Result<T>>,
     done: bool,
     cancelled: bool,
-    waiters: Vec<Waker>,
-    callbacks: Vec<Box<dyn FnOnce()>>,
+    /// The result (or error) was looked at: awaited or taken.
+    retrieved: bool,
+    listeners: Vec<Listener>,
 }
 
 /// Where a task's output waits for whoever awaits the task.
 struct JoinState<T> {
     lp: Weak<LoopInner>,
+    location: &'static Location<'static>,
     inner: RefCell<JoinInner<T>>,
 }
 
 impl<T> JoinState<T> {
     fn finish(&self, r: Result<T>) {
-        let (waiters, callbacks) = {
+        let listeners = {
             let mut j = self.inner.borrow_mut();
             if j.done {
                 return;
@@ -66,20 +88,39 @@ impl<T> JoinState<T> {
             j.cancelled = matches!(r, Err(Error::Cancelled));
             j.result = Some(r);
             j.done = true;
-            (
-                std::mem::take(&mut j.waiters),
-                std::mem::take(&mut j.callbacks),
-            )
+            std::mem::take(&mut j.listeners)
         };
-        for w in waiters {
-            w.wake();
-        }
-        if let Some(lp) = self.lp.upgrade() {
-            for cb in callbacks {
+        let lp = self.lp.upgrade();
+        for l in listeners {
+            match l {
+                Listener::Waker(w) => w.wake(),
                 // Scheduled like asyncio's done callbacks; a closed loop
                 // drops them.
-                let _ = lp.call_soon_boxed(cb, Location::caller());
+                Listener::Callback(cb, location) => {
+                    if let Some(lp) = &lp {
+                        let _ = lp.call_soon_boxed(cb, location);
+                    }
+                }
             }
+        }
+    }
+}
+
+impl<T> Drop for JoinState<T> {
+    /// asyncio's "Task exception was never retrieved": a task that failed
+    /// (panicked) and whose result nobody awaited or took is reported to
+    /// the exception handler when the last reference to it goes.
+    fn drop(&mut self) {
+        let j = self.inner.get_mut();
+        let error = match &j.result {
+            Some(Err(e)) if !j.retrieved && !matches!(e, Error::Cancelled) => e.clone(),
+            _ => return,
+        };
+        let mut ctx = ErrorContext::new("Task exception was never retrieved").with_error(error);
+        ctx.location = Some(self.location);
+        match self.lp.upgrade() {
+            Some(lp) if !lp.is_closed() => EventLoop::from_inner(lp).call_exception_handler(&ctx),
+            _ => crate::exception::default_exception_handler(&ctx),
         }
     }
 }
@@ -100,6 +141,8 @@ impl<T> Complete for JoinState<T> {
 pub(crate) struct TaskCore {
     lp: Weak<LoopInner>,
     key: usize,
+    /// Unique per loop: a waker naming a reused slot is ignored.
+    pub(crate) id: u64,
     scheduled: Cell<bool>,
     cancel_requested: Cell<bool>,
     future: RefCell<Option<LocalBoxFuture>>,
@@ -138,15 +181,6 @@ impl TaskCore {
         drop(fut);
         self.completer.fail(Error::Cancelled);
     }
-
-    /// A handle to this task, if it is still registered with its loop.
-    fn handle_in(&self, lp: &LoopInner) -> Option<TaskHandle> {
-        let tasks = lp.tasks.borrow();
-        match tasks.get(self.key) {
-            Some(t) if std::ptr::eq(Rc::as_ptr(t), self) => Some(TaskHandle::from_core(t.clone())),
-            _ => None,
-        }
-    }
 }
 
 impl Callback for TaskCore {
@@ -159,7 +193,10 @@ impl Callback for TaskCore {
             return;
         }
         if self.cancel_requested.get() {
+            // Whatever the future awaits is cancelled with it.
+            let was = CANCELLING.with(|c| c.replace(true));
             self.finish_future(&lp);
+            CANCELLING.with(|c| c.set(was));
             self.completer.fail(Error::Cancelled);
             return;
         }
@@ -182,14 +219,10 @@ impl Callback for TaskCore {
                 ));
             }
             Err(payload) => {
-                let err = Error::from_panic(&*payload);
-                let handle = self.handle_in(&lp);
+                // Stored as the task's error; reported to the exception
+                // handler only if nobody retrieves it (see JoinState).
                 self.finish_future(&lp);
-                self.completer.fail(err.clone());
-                let mut ctx = ErrorContext::new("Task panicked").with_error(err);
-                ctx.task = handle;
-                ctx.location = Some(self.location);
-                EventLoop::from_inner(lp).call_exception_handler(&ctx);
+                self.completer.fail(Error::from_panic(&*payload));
             }
         }
     }
@@ -212,6 +245,7 @@ impl Callback for TaskCore {
 /// Wakes a task from any thread.
 struct TaskWaker {
     key: usize,
+    id: u64,
     shared: Arc<Shared>,
 }
 
@@ -221,11 +255,11 @@ impl Wake for TaskWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let key = self.key;
-        let id = self.shared.id;
+        let (key, id) = (self.key, self.id);
+        let loop_id = self.shared.id;
         let local = with_running(|lp| {
-            if lp.shared.id == id {
-                lp.schedule_task(key);
+            if lp.shared.id == loop_id {
+                lp.schedule_task(key, id);
                 true
             } else {
                 false
@@ -234,7 +268,7 @@ impl Wake for TaskWaker {
         .unwrap_or(false);
         if !local {
             // A closed loop has nothing left to wake.
-            let _ = self.shared.push(Remote::WakeTask(key));
+            let _ = self.shared.push(Remote::WakeTask(key, id));
         }
     }
 }
@@ -252,12 +286,13 @@ where
     let location = Location::caller();
     let join = Rc::new(JoinState {
         lp: Rc::downgrade(inner),
+        location,
         inner: RefCell::new(JoinInner {
             result: None,
             done: false,
             cancelled: false,
-            waiters: Vec::new(),
-            callbacks: Vec::new(),
+            retrieved: false,
+            listeners: Vec::new(),
         }),
     });
     let out = join.clone();
@@ -273,14 +308,17 @@ where
         let mut tasks = inner.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let key = entry.key();
+        let id = inner.next_task_id();
         let core = Rc::new(TaskCore {
             lp: Rc::downgrade(inner),
             key,
+            id,
             scheduled: Cell::new(false),
             cancel_requested: Cell::new(false),
             future: RefCell::new(Some(future)),
             waker: Waker::from(Arc::new(TaskWaker {
                 key,
+                id,
                 shared: inner.shared.clone(),
             })),
             location,
@@ -290,7 +328,11 @@ where
         core
     };
     core.schedule(inner);
-    Ok(Task { core, join })
+    Ok(Task {
+        core,
+        join,
+        awaiting: Cell::new(false),
+    })
 }
 
 /// A future scheduled on the loop (`asyncio.Task`), awaitable for its
@@ -311,6 +353,16 @@ where
 pub struct Task<T> {
     core: Rc<TaskCore>,
     join: Rc<JoinState<T>>,
+    /// Being awaited: cancelled with the task that awaits it.
+    awaiting: Cell<bool>,
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        if self.awaiting.get() && cancelling() {
+            self.cancel();
+        }
+    }
 }
 
 impl<T> Task<T> {
@@ -341,7 +393,9 @@ impl<T> Task<T> {
     /// Takes the result if the task is done (`Task.result`, which moves
     /// the output out). `None` while pending or once taken.
     pub fn take_result(&self) -> Option<Result<T>> {
-        self.join.inner.borrow_mut().result.take()
+        let mut j = self.join.inner.borrow_mut();
+        j.retrieved |= j.done;
+        j.result.take()
     }
 
     /// Runs `f` on the loop (via `call_soon`) once the task is done; at
@@ -356,7 +410,7 @@ impl<T> Task<T> {
                 let _ = lp.call_soon_boxed(Box::new(f), location);
             }
         } else {
-            j.callbacks.push(Box::new(f));
+            j.listeners.push(Listener::Callback(Box::new(f), location));
         }
     }
 }
@@ -367,13 +421,20 @@ impl<T> Future for Task<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let mut j = self.join.inner.borrow_mut();
         if j.done {
+            j.retrieved = true;
+            self.awaiting.set(false);
             return Poll::Ready(j.result.take().unwrap_or(Err(Error::InvalidState(
                 "the task's result was already taken",
             ))));
         }
-        if !j.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            j.waiters.push(cx.waker().clone());
+        let known = j
+            .listeners
+            .iter()
+            .any(|l| matches!(l, Listener::Waker(w) if w.will_wake(cx.waker())));
+        if !known {
+            j.listeners.push(Listener::Waker(cx.waker().clone()));
         }
+        self.awaiting.set(true);
         Poll::Pending
     }
 }

@@ -23,8 +23,8 @@ pub(crate) enum Remote {
         cancelled: Arc<AtomicBool>,
         location: &'static Location<'static>,
     },
-    /// Wake the task in this slot.
-    WakeTask(usize),
+    /// Wake the task in this slot, if it is still the task with this id.
+    WakeTask(usize, u64),
 }
 
 struct Queue {
@@ -90,8 +90,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Wakes the loop without queuing anything (used by `stop` from
-    /// other threads and by signal delivery).
+    /// Wakes the loop without queuing anything (`LoopHandle::wake`).
     pub(crate) fn wake(&self) {
         let q = self.lock();
         if let Some(fd) = q.wake_fd.as_ref() {

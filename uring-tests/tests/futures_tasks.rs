@@ -180,9 +180,8 @@ fn a_panicking_callback_is_reported_and_the_loop_survives() {
 }
 
 #[test]
-fn a_panicking_task_is_reported_and_its_awaiter_sees_the_error() {
-    let mut lp = TestLoop::new();
-    let errors = lp.expect_errors();
+fn an_awaited_panicking_task_gives_its_awaiter_the_error_and_reports_nothing() {
+    let lp = TestLoop::new(); // strict: any report fails the test
     let l = lp.lp();
     let r = lp.block_on(async move {
         let t = l.create_task(async { panic!("task exploded") }).unwrap();
@@ -193,9 +192,26 @@ fn a_panicking_task_is_reported_and_its_awaiter_sees_the_error() {
         Err(Error::Panicked(m)) => assert!(m.contains("task exploded")),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn a_detached_panicking_task_is_reported_once_as_never_retrieved() {
+    let mut lp = TestLoop::new();
+    let errors = lp.expect_errors();
+    drop(
+        lp.create_task(async { panic!("nobody awaits me") })
+            .unwrap(),
+    );
+    lp.stop();
+    lp.run_forever().unwrap();
     let errs = errors.borrow();
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].contains("Task panicked"));
+    assert!(errs[0].contains("never retrieved") && errs[0].contains("nobody awaits me"));
+    assert!(
+        errs[0].contains("futures_tasks.rs"),
+        "names the creation site: {}",
+        errs[0]
+    );
 }
 
 #[test]

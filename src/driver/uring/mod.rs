@@ -28,6 +28,14 @@ use super::{Abandoned, Completion, OpKind, SlotPoll};
 const WAKE_TOKEN: u64 = u64::MAX;
 /// `user_data` of ASYNC_CANCEL requests (their own CQEs are ignored).
 const CANCEL_TOKEN: u64 = u64::MAX - 1;
+/// `user_data` is the slot key in the low 32 bits and the slot's
+/// generation in the high 32: a completion or cancel that names a reused
+/// slot is recognised as stale. Generations stay below `u32::MAX`, so no
+/// `user_data` collides with the two tokens above.
+fn user_data(key: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | key as u64
+}
+
 /// How long shutdown waits for cancelled operations to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -36,7 +44,9 @@ pub(crate) struct UringDriver {
     /// `None` once shut down.
     ring: Option<IoUring>,
     features: Features,
-    slots: Slab<Slot>,
+    /// Each slot with the generation it was filled at.
+    slots: Slab<(u32, Slot)>,
+    generation: u32,
     /// Operations the kernel still owns (InFlight or Abandoned slots).
     kernel_owned: usize,
     /// The loop's eventfd (owned by the loop's shared state, which
@@ -61,6 +71,7 @@ impl UringDriver {
             ring: Some(ring),
             features,
             slots: Slab::with_capacity(64),
+            generation: 0,
             kernel_owned: 0,
             wake_fd,
             wake_buf: Box::new([0; 8]),
@@ -78,8 +89,14 @@ impl UringDriver {
         if self.ring.is_none() {
             return Err(closed());
         }
-        let key = self.slots.insert(Slot::InFlight(None));
-        let entry = op.sqe().user_data(key as u64);
+        self.generation = (self.generation + 1) % u32::MAX;
+        let generation = self.generation;
+        let key = self.slots.insert((generation, Slot::InFlight(None)));
+        if key > u32::MAX as usize {
+            self.slots.remove(key);
+            return Err(io::Error::other("too many operations in flight"));
+        }
+        let entry = op.sqe().user_data(user_data(key, generation));
         if let Err(e) = self.push(&entry) {
             self.slots.remove(key);
             return Err(e);
@@ -127,7 +144,7 @@ impl UringDriver {
     }
 
     pub(crate) fn poll_slot(&mut self, key: usize, waker: &Waker) -> SlotPoll {
-        let Some(slot) = self.slots.get_mut(key) else {
+        let Some((_, slot)) = self.slots.get_mut(key) else {
             // Not ours (the slot was already collected): report a clear
             // error instead of panicking.
             return SlotPoll::Ready(Completion { res: -libc::EBADF });
@@ -150,7 +167,7 @@ impl UringDriver {
     }
 
     pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
-        let Some(slot) = self.slots.get_mut(key) else {
+        let Some(&mut (generation, ref mut slot)) = self.slots.get_mut(key) else {
             return;
         };
         match slot {
@@ -161,7 +178,7 @@ impl UringDriver {
             }
             Slot::InFlight(_) => {
                 *slot = Slot::Abandoned(resources);
-                let cancel = opcode::AsyncCancel::new(key as u64)
+                let cancel = opcode::AsyncCancel::new(user_data(key, generation))
                     .build()
                     .user_data(CANCEL_TOKEN);
                 // Push the cancel and submit now, so that the kernel has
@@ -260,7 +277,7 @@ impl UringDriver {
     }
 
     fn dispatch(
-        slots: &mut Slab<Slot>,
+        slots: &mut Slab<(u32, Slot)>,
         kernel_owned: &mut usize,
         wake_armed: &mut bool,
         cqe: cqueue::Entry,
@@ -270,11 +287,15 @@ impl UringDriver {
         match cqe.user_data() {
             WAKE_TOKEN => *wake_armed = false,
             CANCEL_TOKEN => {}
-            key => {
-                let key = key as usize;
-                let Some(slot) = slots.get_mut(key) else {
+            data => {
+                let key = (data & u64::from(u32::MAX)) as usize;
+                let generation = (data >> 32) as u32;
+                let Some((slot_generation, slot)) = slots.get_mut(key) else {
                     return;
                 };
+                if *slot_generation != generation {
+                    return; // stale: the slot was reused
+                }
                 match std::mem::replace(slot, Slot::Completed(c)) {
                     Slot::InFlight(w) => {
                         *kernel_owned -= 1;
@@ -301,14 +322,14 @@ impl UringDriver {
         if self.ring.is_none() {
             return;
         }
-        let keys: Vec<usize> = self
+        let targets: Vec<u64> = self
             .slots
             .iter()
-            .filter(|(_, s)| s.kernel_owned())
-            .map(|(k, _)| k)
+            .filter(|(_, (_, s))| s.kernel_owned())
+            .map(|(k, (g, _))| user_data(k, *g))
             .collect();
-        for key in keys {
-            let cancel = opcode::AsyncCancel::new(key as u64)
+        for target in targets {
+            let cancel = opcode::AsyncCancel::new(target)
                 .build()
                 .user_data(CANCEL_TOKEN);
             let _ = self.push(&cancel);
@@ -348,7 +369,7 @@ impl UringDriver {
                 outstanding = self.kernel_owned,
                 "ringloop: operations did not finish after cancel; leaking their buffers"
             );
-            for (_, slot) in self.slots.iter_mut() {
+            for (_, (_, slot)) in self.slots.iter_mut() {
                 if slot.kernel_owned() {
                     if let Slot::Abandoned(res) = std::mem::replace(slot, Slot::Orphaned) {
                         std::mem::forget(res);
