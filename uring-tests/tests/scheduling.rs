@@ -330,3 +330,30 @@ fn handles_record_where_they_were_scheduled() {
     assert!(t.location().file().ends_with("scheduling.rs"));
     t.cancel();
 }
+
+#[test]
+fn thousands_of_due_timers_fire_in_deadline_then_scheduling_order() {
+    // More than the one-by-one limit are due at once, so the bulk path
+    // runs; it must give exactly the order the heap would.
+    let lp = TestLoop::new();
+    let fired = Rc::new(RefCell::new(Vec::new()));
+    let now = lp.time();
+    let mut expected = Vec::new();
+    for i in 0..5000u64 {
+        // Deadlines in a scrambled order with many ties.
+        let slot = (i * 7919) % 97;
+        let when = now - 1.0 + slot as f64 * 1e-3;
+        expected.push((slot, i));
+        let f = fired.clone();
+        lp.call_at(when, move || f.borrow_mut().push((slot, i)))
+            .unwrap();
+    }
+    // One live timer far away stays queued.
+    let far = lp.call_later(Duration::from_secs(3600), || ()).unwrap();
+    expected.sort();
+    lp.stop();
+    lp.run_forever().unwrap();
+    assert_eq!(*fired.borrow(), expected);
+    assert_eq!(lp.scheduled_timers(), (1, 0));
+    far.cancel();
+}
