@@ -44,6 +44,7 @@ mod future;
 mod handle;
 pub mod net;
 mod policy;
+mod sleep;
 mod task;
 mod threadsafe;
 mod timers;
@@ -63,6 +64,7 @@ pub use policy::{
     get_event_loop, get_event_loop_policy, new_event_loop, run, set_event_loop,
     set_event_loop_policy, DefaultEventLoopPolicy, EventLoopPolicy,
 };
+pub use sleep::Sleep;
 pub use task::{LocalBoxFuture, Task, TaskFactory, TaskHandle};
 pub use threadsafe::{LoopHandle, RemoteHandle};
 

@@ -357,3 +357,24 @@ fn thousands_of_due_timers_fire_in_deadline_then_scheduling_order() {
     assert_eq!(lp.scheduled_timers(), (1, 0));
     far.cancel();
 }
+
+#[test]
+fn sleep_waits_at_least_its_delay_and_dropping_it_cancels_the_timer() {
+    let lp = TestLoop::new();
+    let l = lp.lp();
+    let slept = lp.block_on(async move {
+        let t0 = l.time();
+        l.sleep(Duration::from_millis(15)).unwrap().await;
+        l.time() - t0
+    });
+    assert!(slept >= 0.015, "{slept}");
+    let (queued, cancelled) = lp.scheduled_timers();
+    let s = lp.sleep(Duration::from_secs(60)).unwrap();
+    assert_eq!(lp.scheduled_timers(), (queued + 1, cancelled));
+    drop(s);
+    assert_eq!(
+        lp.scheduled_timers(),
+        (queued + 1, cancelled + 1),
+        "cancelled, removed lazily"
+    );
+}
