@@ -1,12 +1,51 @@
 //! `ringloop-fallback`: the epoll reactor that ringloop runs on where
-//! io_uring is missing or forbidden.
+//! io_uring is missing or forbidden (seccomp, `kernel.io_uring_disabled`,
+//! old kernels, a tight `RLIMIT_MEMLOCK`).
 //!
 //! It knows nothing of io_uring and depends on no ringloop code, in the
-//! way `polling` serves `async-io`. The reactor itself (registrations keyed
-//! by token, readiness wait with a timeout, an eventfd waker, and the
-//! engine that retries a non-blocking syscall until it completes) lands
-//! with the fallback-backend issue; until then this crate only reserves its
-//! place in the workspace.
+//! way `polling` serves `async-io`:
+//!
+//! - [`Reactor`]: an `epoll` instance with registrations keyed by token
+//!   (the descriptor), armed one-shot, and a readiness wait with a
+//!   timeout;
+//! - [`eventfd`]: the counter other threads write to wake a waiting
+//!   reactor;
+//! - [`Engine`]: performs an operation's non-blocking system call, and
+//!   when the call would block, parks the caller's waker until the
+//!   descriptor is ready, then lets it try again.
+//!
+//! ```
+//! use std::os::fd::AsRawFd;
+//! use std::os::unix::net::UnixStream;
+//! use std::io::Write;
+//! use std::task::{Poll, Waker};
+//! use ringloop_fallback::{Engine, Interest};
+//!
+//! let mut engine = Engine::new()?;
+//! let (mut a, b) = UnixStream::pair()?;
+//! b.set_nonblocking(true)?;
+//! let mut buf = [0u8; 16];
+//! let mut attempt = || ringloop_fallback::retry_interrupted(|| {
+//!     use std::io::Read;
+//!     (&b).read(&mut buf)
+//! });
+//! // Nothing to read yet: the waker is parked on the descriptor.
+//! let waker = Waker::noop();
+//! assert!(engine.poll_io(1, b.as_raw_fd(), Interest::READ, waker, &mut attempt).is_pending());
+//! a.write_all(b"hi")?;
+//! let mut wakers = Vec::new();
+//! engine.wait(None, &mut wakers)?;
+//! assert_eq!(wakers.len(), 1);
+//! assert!(matches!(engine.poll_io(1, b.as_raw_fd(), Interest::READ, waker, &mut attempt), Poll::Ready(Ok(2))));
+//! # Ok::<(), std::io::Error>(())
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+mod engine;
+pub mod eventfd;
+mod reactor;
+
+pub use engine::{retry_interrupted, Engine};
+pub use reactor::{Event, Interest, Reactor};

@@ -1,0 +1,184 @@
+//! The epoll reactor: one-shot registrations keyed by descriptor, and the
+//! readiness wait.
+//!
+//! Registrations are one-shot (`EPOLLONESHOT`) and re-armed by the caller
+//! while someone still waits. The descriptors belong to the caller, who
+//! may close them at any time; a one-shot arm keeps no state that could go
+//! stale: arming a descriptor the kernel no longer watches (closed, number
+//! reused) simply adds it again.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Which readiness to wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Interest {
+    /// Readable (or peer hung up, or error).
+    pub read: bool,
+    /// Writable (or error).
+    pub write: bool,
+}
+
+impl Interest {
+    /// Readable.
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+    /// Writable.
+    pub const WRITE: Interest = Interest {
+        read: false,
+        write: true,
+    };
+    /// Either.
+    pub const BOTH: Interest = Interest {
+        read: true,
+        write: true,
+    };
+
+    /// Neither.
+    pub fn is_empty(self) -> bool {
+        !self.read && !self.write
+    }
+
+    /// The union of two interests.
+    pub fn union(self, other: Interest) -> Interest {
+        Interest {
+            read: self.read || other.read,
+            write: self.write || other.write,
+        }
+    }
+
+    fn epoll_bits(self) -> u32 {
+        let mut bits = libc::EPOLLONESHOT as u32;
+        if self.read {
+            bits |= (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32;
+        }
+        if self.write {
+            bits |= libc::EPOLLOUT as u32;
+        }
+        bits
+    }
+}
+
+/// One readiness report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The registration's token (the descriptor).
+    pub token: u64,
+    /// Readable, hung up, or failed: a read will not block.
+    pub readable: bool,
+    /// Writable or failed: a write will not block.
+    pub writable: bool,
+}
+
+/// An epoll instance.
+pub struct Reactor {
+    epfd: OwnedFd,
+    buf: Vec<libc::epoll_event>,
+}
+
+impl Reactor {
+    /// A new, close-on-exec epoll instance.
+    pub fn new() -> io::Result<Reactor> {
+        // SAFETY: plain system call; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Reactor {
+            // SAFETY: a new descriptor nothing else owns.
+            epfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            buf: Vec::with_capacity(256),
+        })
+    }
+
+    /// The epoll descriptor itself.
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.epfd.as_raw_fd()
+    }
+
+    fn ctl(&self, op: i32, fd: RawFd, bits: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: bits,
+            u64: token,
+        };
+        // SAFETY: `ev` is a valid epoll_event for the call's duration.
+        if unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) } < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Arms a one-shot wait for `interest` on `fd`, reported with `token`.
+    /// Works whether or not `fd` is registered already.
+    pub fn arm(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        let bits = interest.epoll_bits();
+        match self.ctl(libc::EPOLL_CTL_MOD, fd, bits, token) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                match self.ctl(libc::EPOLL_CTL_ADD, fd, bits, token) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        self.ctl(libc::EPOLL_CTL_MOD, fd, bits, token)
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Stops watching `fd` (a descriptor already closed or never added is
+    /// not an error).
+    pub fn remove(&self, fd: RawFd) {
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+    }
+
+    /// Waits at most `timeout` (`None`: until something is ready) and
+    /// appends what became ready to `out`. The wait is rounded up to whole
+    /// milliseconds, so it never ends before the timeout. An interrupted
+    /// wait returns with no events.
+    pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Event>) -> io::Result<()> {
+        let ms: i32 = match timeout {
+            None => -1,
+            Some(d) => {
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                ms.min(i32::MAX as u128) as i32
+            }
+        };
+        let cap = self.buf.capacity().max(1);
+        // SAFETY: the kernel writes at most `cap` events into the buffer's
+        // capacity; we set the length to what it reports.
+        let n = unsafe {
+            libc::epoll_wait(self.epfd.as_raw_fd(), self.buf.as_mut_ptr(), cap as i32, ms)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        // SAFETY: `n` entries were initialised by epoll_wait (n <= cap).
+        unsafe { self.buf.set_len(n as usize) };
+        for ev in &self.buf {
+            let bits = ev.events;
+            let failed = bits & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+            out.push(Event {
+                token: ev.u64,
+                readable: failed
+                    || bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 != 0,
+                writable: failed || bits & libc::EPOLLOUT as u32 != 0,
+            });
+        }
+        let full = self.buf.len() == cap;
+        self.buf.clear();
+        if full {
+            // Busy: let the next wait report more at once.
+            self.buf.reserve(cap);
+        }
+        Ok(())
+    }
+}
