@@ -1,12 +1,16 @@
 //! `EventLoopBuilder`: ring size, backend choice, debug mode.
 
 use std::io;
+use std::sync::Once;
 
 use crate::debug;
+use crate::driver::epoll::EpollDriver;
 use crate::driver::uring::UringDriver;
 use crate::driver::{Backend, Driver};
 use crate::event_loop::EventLoop;
 use crate::threadsafe::Shared;
+
+static LOGGED_FALLBACK: Once = Once::new();
 
 /// Default submission-ring size.
 pub const DEFAULT_RING_ENTRIES: u32 = 1024;
@@ -64,8 +68,11 @@ impl EventLoopBuilder {
         self
     }
 
-    /// Creates the loop. A forced backend that cannot start is an error
-    /// naming the cause, never a silent switch.
+    /// Creates the loop. Automatic choice: io_uring when its setup succeeds
+    /// and the kernel has the operations ringloop needs, else epoll (the
+    /// reason is logged once with `tracing` and kept in
+    /// [`EventLoop::backend_reason`]). A forced backend that cannot start
+    /// is an error naming the cause, never a silent switch.
     pub fn build(self) -> io::Result<EventLoop> {
         if self.entries == 0 || self.entries > 32768 {
             return Err(io::Error::new(
@@ -73,23 +80,36 @@ impl EventLoopBuilder {
                 format!("ring_entries must be 1..=32768, got {}", self.entries),
             ));
         }
-        let backend = match self.backend {
-            Some(b) => Some(b),
-            None => Backend::from_env()?,
+        let (backend, forced_by) = match self.backend {
+            Some(b) => (Some(b), "the builder"),
+            None => (Backend::from_env()?, "RINGLOOP_BACKEND"),
         };
         let shared = Shared::new()?;
-        let driver = match backend {
-            Some(Backend::Epoll) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the epoll backend is not available yet",
-                ))
+        let wake_fd = shared.wake_fd();
+        let (driver, reason) = match backend {
+            Some(Backend::Epoll) => (
+                Driver::Epoll(EpollDriver::new(wake_fd)?),
+                format!("epoll, forced by {forced_by}"),
+            ),
+            Some(Backend::Uring) => {
+                let d = UringDriver::new(self.entries, wake_fd).map_err(|e| {
+                    io::Error::new(e.kind(), format!("io_uring forced by {forced_by}: {e}"))
+                })?;
+                (Driver::Uring(d), format!("io_uring, forced by {forced_by}"))
             }
-            Some(Backend::Uring) | None => {
-                Driver::Uring(UringDriver::new(self.entries, shared.wake_fd())?)
-            }
+            None => match UringDriver::new(self.entries, wake_fd) {
+                Ok(d) => (
+                    Driver::Uring(d),
+                    "io_uring, chosen automatically".to_string(),
+                ),
+                Err(e) => {
+                    let reason = format!("epoll, because io_uring is unavailable: {e}");
+                    LOGGED_FALLBACK.call_once(|| tracing::warn!("ringloop: {reason}"));
+                    (Driver::Epoll(EpollDriver::new(wake_fd)?), reason)
+                }
+            },
         };
         let debug = self.debug.unwrap_or_else(debug::env_debug);
-        Ok(EventLoop::from_parts(driver, shared, debug))
+        Ok(EventLoop::from_parts(driver, shared, debug, reason))
     }
 }

@@ -99,6 +99,9 @@ pub(crate) struct LoopInner {
     clock_resolution: f64,
     remote_buf: RefCell<Vec<Remote>>,
     waker_buf: RefCell<Vec<Waker>>,
+    backend_reason: String,
+    /// `add_reader`/`add_writer` registrations.
+    pub(crate) watchers: RefCell<crate::watch::Watchers>,
 }
 
 impl LoopInner {
@@ -154,6 +157,8 @@ impl LoopInner {
         drop(wakers);
         let leftovers = self.shared.close();
         drop(leftovers);
+        let watchers = std::mem::take(&mut *self.watchers.borrow_mut());
+        drop(watchers);
         let exec = self.executor.borrow_mut().take();
         if let Some(exec) = exec {
             exec.shutdown(false);
@@ -229,7 +234,12 @@ impl EventLoop {
         EventLoopBuilder::new()
     }
 
-    pub(crate) fn from_parts(driver: Driver, shared: Arc<Shared>, debug: bool) -> EventLoop {
+    pub(crate) fn from_parts(
+        driver: Driver,
+        shared: Arc<Shared>,
+        debug: bool,
+        backend_reason: String,
+    ) -> EventLoop {
         EventLoop {
             inner: Rc::new(LoopInner {
                 ready: RefCell::new(VecDeque::with_capacity(1024)),
@@ -249,6 +259,8 @@ impl EventLoop {
                 clock_resolution: clock_resolution(),
                 remote_buf: RefCell::new(Vec::new()),
                 waker_buf: RefCell::new(Vec::new()),
+                backend_reason,
+                watchers: RefCell::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -268,6 +280,13 @@ impl EventLoop {
     /// The backend this loop runs on.
     pub fn backend(&self) -> Backend {
         self.inner.driver.borrow().backend()
+    }
+
+    /// Which backend runs and why, e.g. `"io_uring, chosen
+    /// automatically"` or `"epoll, because io_uring is unavailable:
+    /// io_uring_setup: EPERM (blocked by seccomp, ...)"`.
+    pub fn backend_reason(&self) -> &str {
+        &self.inner.backend_reason
     }
 
     /// What the kernel offered when this loop's ring was set up; `None` on

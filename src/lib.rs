@@ -48,6 +48,7 @@ mod sleep;
 mod task;
 mod threadsafe;
 mod timers;
+mod watch;
 
 pub use buf::IoBufMut;
 pub use builder::{EventLoopBuilder, DEFAULT_RING_ENTRIES};

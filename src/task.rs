@@ -279,6 +279,24 @@ pub(crate) fn spawn<F>(lp: &EventLoop, fut: F) -> Result<Task<F::Output>>
 where
     F: Future + 'static,
 {
+    spawn_with(lp, fut, true)
+}
+
+/// Spawns one of the loop's own tasks (watchers): the task factory, which
+/// is for the user's tasks, does not see it.
+#[track_caller]
+pub(crate) fn spawn_internal<F>(lp: &EventLoop, fut: F) -> Result<TaskHandle>
+where
+    F: Future<Output = ()> + 'static,
+{
+    spawn_with(lp, fut, false).map(|t| t.handle())
+}
+
+#[track_caller]
+fn spawn_with<F>(lp: &EventLoop, fut: F, use_factory: bool) -> Result<Task<F::Output>>
+where
+    F: Future + 'static,
+{
     let inner = lp.inner();
     if inner.is_closed() {
         return Err(Error::LoopClosed);
@@ -300,7 +318,11 @@ where
         let v = fut.await;
         out.finish(Ok(v));
     });
-    let factory = inner.task_factory.borrow().clone();
+    let factory = if use_factory {
+        inner.task_factory.borrow().clone()
+    } else {
+        None
+    };
     if let Some(factory) = factory {
         future = factory(lp, future);
     }

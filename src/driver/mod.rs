@@ -22,9 +22,12 @@
 //!   flight, waits (bounded) for their terminal completions, and releases
 //!   the backend's descriptors. Nothing hangs, nothing is freed early.
 //!
-//! The io_uring backend lives in [`uring`]; the epoll backend (crate
-//! `ringloop-fallback`) joins it behind the same interface.
+//! The io_uring backend lives in [`uring`]; the epoll backend in [`epoll`]
+//! (an adapter over crate `ringloop-fallback`). On epoll nothing is ever in
+//! flight in the kernel: an operation is a non-blocking system call tried
+//! when its descriptor is ready, so "abandon" just forgets the waiter.
 
+pub(crate) mod epoll;
 pub(crate) mod op;
 pub(crate) mod uring;
 
@@ -107,8 +110,13 @@ pub(crate) enum SlotPoll {
 }
 
 /// The loop's backend.
+// One per loop, created once and never moved: the variants' size
+// difference costs nothing, and boxing would add an indirection to every
+// operation.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Driver {
     Uring(uring::UringDriver),
+    Epoll(epoll::EpollDriver),
 }
 
 impl Driver {
@@ -116,26 +124,31 @@ impl Driver {
     pub(crate) fn kernel_features(&self) -> Option<&uring::KernelFeatures> {
         match self {
             Driver::Uring(d) => Some(d.features()),
+            Driver::Epoll(_) => None,
         }
     }
 
     pub(crate) fn backend(&self) -> Backend {
         match self {
             Driver::Uring(_) => Backend::Uring,
+            Driver::Epoll(_) => Backend::Epoll,
         }
     }
 
-    /// Queues an operation; returns its slot key.
+    /// Queues an operation; returns its key.
     pub(crate) fn submit<T: OpKind>(&mut self, op: &mut T) -> io::Result<usize> {
         match self {
             Driver::Uring(d) => d.submit(op),
+            Driver::Epoll(d) => d.submit(op),
         }
     }
 
-    /// Checks a slot; registers `waker` when still pending.
-    pub(crate) fn poll_slot(&mut self, key: usize, waker: &Waker) -> SlotPoll {
+    /// Drives an operation: io_uring checks its slot, epoll tries its
+    /// system call. Registers `waker` when still pending.
+    pub(crate) fn poll_op<T: OpKind>(&mut self, key: usize, op: &mut T, waker: &Waker) -> SlotPoll {
         match self {
             Driver::Uring(d) => d.poll_slot(key, waker),
+            Driver::Epoll(d) => d.poll_op(key, op, waker),
         }
     }
 
@@ -143,6 +156,16 @@ impl Driver {
     pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
         match self {
             Driver::Uring(d) => d.abandon(key, resources),
+            Driver::Epoll(d) => d.abandon(key, resources),
+        }
+    }
+
+    /// True if an operation that uses `fd` (not a mere readiness wait) is
+    /// in progress.
+    pub(crate) fn fd_busy(&self, fd: std::os::fd::RawFd) -> bool {
+        match self {
+            Driver::Uring(d) => d.fd_busy(fd),
+            Driver::Epoll(d) => d.fd_busy(fd),
         }
     }
 
@@ -155,13 +178,16 @@ impl Driver {
     ) -> io::Result<()> {
         match self {
             Driver::Uring(d) => d.poll(timeout, wakers),
+            Driver::Epoll(d) => d.poll(timeout, wakers),
         }
     }
 
-    /// Operations still owned by the kernel.
+    /// Operations still owned by the kernel (io_uring) or waiting for
+    /// readiness (epoll).
     pub(crate) fn in_flight(&self) -> usize {
         match self {
             Driver::Uring(d) => d.in_flight(),
+            Driver::Epoll(d) => d.in_flight(),
         }
     }
 
@@ -170,6 +196,7 @@ impl Driver {
     pub(crate) fn shutdown(&mut self, wakers: &mut Vec<Waker>) {
         match self {
             Driver::Uring(d) => d.shutdown(wakers),
+            Driver::Epoll(d) => d.shutdown(),
         }
     }
 }

@@ -1,10 +1,13 @@
 //! `sock_sendfile`: send a file over a stream socket.
 //!
 //! Zero copy on io_uring: two SPLICE operations through a pipe pair, file
-//! → pipe at an offset, then pipe → socket. Where that is impossible (the
-//! kernel lacks SPLICE, the file is not a regular file, or the file
-//! system refuses to splice) the fallback reads chunks and sends them, or,
-//! with `fallback = false`, the call fails with [`SendfileNotAvailable`].
+//! → pipe at an offset, then pipe → socket. Zero copy on epoll:
+//! `sendfile(2)`, waiting for the socket to be writable when it is full.
+//! Where zero copy is impossible (the kernel lacks SPLICE, the file is not
+//! a regular file, or the file system refuses) the fallback reads chunks
+//! and sends them (on epoll, regular-file reads run on the executor, so a
+//! slow disk never blocks the loop thread), or, with `fallback = false`,
+//! the call fails with [`SendfileNotAvailable`].
 //! The file position ends at `offset + sent`, on success, error and
 //! cancellation alike.
 
@@ -15,13 +18,14 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use socket2::{SockRef, Type};
 
 use crate::driver::op::poll::PollOnce;
 use crate::driver::op::read::Read;
 use crate::driver::op::splice::Splice;
 use crate::driver::op::{DriverRef, Op};
+use crate::driver::Backend;
 use crate::error::SendfileNotAvailable;
 use crate::event_loop::EventLoop;
 use crate::net::sock::sendall;
@@ -86,7 +90,12 @@ impl EventLoop {
         fallback: bool,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
         let driver = self.driver_ref();
-        let splice_ok = driver.borrow().kernel_features().is_some_and(|f| f.splice);
+        let lp = self.downgrade();
+        let backend = driver.borrow().backend();
+        let zero_copy_ok = match backend {
+            Backend::Uring => driver.borrow().kernel_features().is_some_and(|f| f.splice),
+            _ => true,
+        };
         let sock_type = SockRef::from(sock).r#type();
         let sock = sock.as_fd().as_raw_fd();
         async move {
@@ -121,8 +130,13 @@ impl EventLoop {
                 sent: Cell::new(0),
                 seekable: regular,
             };
-            if regular && splice_ok {
-                match send_spliced(&driver, sock, file, count, &guard).await {
+            if regular && zero_copy_ok {
+                let sent = if backend == Backend::Uring {
+                    send_spliced(&driver, sock, file, count, &guard).await
+                } else {
+                    send_sendfile(&driver, sock, file, count, &guard).await
+                };
+                match sent {
                     Err(e) if guard.sent.get() == 0 && is_not_splicable(&e) => {}
                     other => return other,
                 }
@@ -134,7 +148,12 @@ impl EventLoop {
                     "the file is not a regular file"
                 }));
             }
-            send_buffered(&driver, sock, file, count, &guard).await
+            let reader = ChunkReader {
+                driver: driver.clone(),
+                lp,
+                on_executor: backend != Backend::Uring && regular,
+            };
+            send_buffered(&driver, &reader, sock, file, count, &guard).await
         }
     }
 }
@@ -202,9 +221,90 @@ async fn send_spliced(
     Ok(guard.sent.get() as usize)
 }
 
+/// The epoll zero-copy path: `sendfile(2)` from the file at an offset.
+async fn send_sendfile(
+    driver: &DriverRef,
+    sock_fd: RawFd,
+    file: &File,
+    count: Option<usize>,
+    guard: &PositionGuard<'_>,
+) -> io::Result<usize> {
+    const CHUNK: usize = 1 << 30;
+    loop {
+        let sent = guard.sent.get() as usize;
+        let want = match count {
+            Some(c) if sent >= c => break,
+            Some(c) => (c - sent).min(CHUNK),
+            None => CHUNK,
+        };
+        let mut off = (guard.offset + sent as u64) as libc::off_t;
+        // SAFETY: both descriptors are borrowed for this call; `off` is a
+        // valid off_t the kernel updates.
+        let n = unsafe { libc::sendfile(sock_fd, file.as_raw_fd(), &mut off, want) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    let wait = PollOnce {
+                        fd: sock_fd,
+                        mask: libc::POLLOUT as u32,
+                    };
+                    Op::submit(driver, wait)?.await?;
+                    continue;
+                }
+                _ => return Err(e),
+            }
+        }
+        if n == 0 {
+            break; // end of file
+        }
+        guard.sent.set(guard.sent.get() + n as u64);
+    }
+    Ok(guard.sent.get() as usize)
+}
+
+/// Reads the fallback's chunks: a READ operation, or on epoll for a
+/// regular file (whose reads cannot be made non-blocking) a `pread` on the
+/// executor.
+struct ChunkReader {
+    driver: DriverRef,
+    lp: std::rc::Weak<crate::event_loop::LoopInner>,
+    on_executor: bool,
+}
+
+impl ChunkReader {
+    async fn read(&self, file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
+        if self.on_executor {
+            use std::os::unix::fs::FileExt;
+            let f = file.try_clone()?;
+            let inner = self
+                .lp
+                .upgrade()
+                .ok_or_else(crate::net::sock::closed_error)?;
+            let job = EventLoop::from_inner(inner).run_in_executor(None, move || {
+                let mut buf = vec![0u8; len];
+                let n = f.read_at(&mut buf, offset)?;
+                buf.truncate(n);
+                Ok::<_, io::Error>(buf)
+            })?;
+            return job.await?.map(Bytes::from);
+        }
+        let read = Read {
+            fd: file.as_raw_fd(),
+            buf: BytesMut::with_capacity(len),
+            len,
+            offset,
+        };
+        let (res, filled) = Op::submit(&self.driver, read)?.await;
+        res.map(|_| filled.freeze())
+    }
+}
+
 /// The fallback: read a chunk, send it, repeat.
 async fn send_buffered(
     driver: &DriverRef,
+    reader: &ChunkReader,
     sock_fd: RawFd,
     file: &File,
     count: Option<usize>,
@@ -217,22 +317,17 @@ async fn send_buffered(
             Some(c) => (c - sent).min(FALLBACK_CHUNK),
             None => FALLBACK_CHUNK,
         };
-        let read = Read {
-            fd: file.as_raw_fd(),
-            buf: BytesMut::with_capacity(want),
-            len: want,
-            offset: if guard.seekable {
-                guard.offset + sent as u64
-            } else {
-                u64::MAX
-            },
+        let offset = if guard.seekable {
+            guard.offset + sent as u64
+        } else {
+            u64::MAX
         };
-        let (res, filled) = Op::submit(driver, read)?.await;
-        let n = res?;
+        let chunk = reader.read(file, offset, want).await?;
+        let n = chunk.len();
         if n == 0 {
             break;
         }
-        sendall(driver.clone(), sock_fd, filled.freeze()).await?;
+        sendall(driver.clone(), sock_fd, chunk).await?;
         guard.sent.set(guard.sent.get() + n as u64);
     }
     Ok(guard.sent.get() as usize)

@@ -21,6 +21,7 @@ use crate::driver::op::accept::Accept;
 use crate::driver::op::connect::Connect;
 use crate::driver::op::recv::{Recv, RecvInto};
 use crate::driver::op::send::Send;
+use crate::driver::op::sys::is_nonblocking;
 use crate::driver::op::{DriverRef, Op};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, LoopInner};
@@ -80,14 +81,24 @@ pub(crate) fn closed_error() -> io::Error {
 
 /// Connects `fd` to `addr`, resolving a host name through `lp`'s executor
 /// for the socket's family.
-/// `domain` is the socket's family, looked up only for host names.
-async fn connect(
-    driver: DriverRef,
-    lp: Weak<LoopInner>,
+/// What `sock_connect` learned about its socket before going async.
+struct ConnectPlan {
     fd: RawFd,
     addr: Address,
+    /// The socket's family, looked up only for host names.
     domain: Option<io::Result<Domain>>,
-) -> io::Result<()> {
+    /// On epoll, a blocking socket cannot connect without blocking: a dup
+    /// of it connects on the executor instead.
+    on_executor: Option<io::Result<OwnedFd>>,
+}
+
+async fn connect(driver: DriverRef, lp: Weak<LoopInner>, plan: ConnectPlan) -> io::Result<()> {
+    let ConnectPlan {
+        fd,
+        addr,
+        domain,
+        on_executor,
+    } = plan;
     let target = match addr {
         Address::Inet(a) => SockAddr::from(a),
         Address::Unix(p) => SockAddr::unix(p)?,
@@ -118,14 +129,32 @@ async fn connect(
             SockAddr::from(first.addr)
         }
     };
-    let op = Connect {
-        fd,
-        addr: Box::new(target),
-    };
+    if let Some(dup) = on_executor {
+        let dup = dup?;
+        let inner = lp.upgrade().ok_or_else(closed_error)?;
+        let job = EventLoop::from_inner(inner)
+            .run_in_executor(None, move || SockRef::from(&dup).connect(&target))?;
+        return job.await?;
+    }
+    let op = Connect::new(fd, target);
     Op::submit(&driver, op)?.await
 }
 
 impl EventLoop {
+    /// asyncio's debug-mode check: `sock_*` operations need non-blocking
+    /// sockets (the specification says so; in debug mode asyncio raises
+    /// `ValueError`). Outside debug mode nothing is checked: no operation
+    /// blocks the loop thread either way.
+    fn check_nonblocking_in_debug(&self, sock: &impl AsFd) -> io::Result<()> {
+        if self.get_debug() && !is_nonblocking(sock.as_fd().as_raw_fd())? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the socket must be non-blocking",
+            ));
+        }
+        Ok(())
+    }
+
     /// The driver, for operation futures (which hold it instead of the
     /// loop, so a task awaiting I/O never keeps its loop alive).
     pub(crate) fn driver_ref(&self) -> DriverRef {
@@ -156,7 +185,9 @@ impl EventLoop {
     ) -> impl Future<Output = io::Result<Bytes>> + 'a {
         let driver = self.driver_ref();
         let fd = sock.as_fd().as_raw_fd();
+        let checked = self.check_nonblocking_in_debug(sock);
         async move {
+            checked?;
             let op = Recv {
                 fd,
                 buf: BytesMut::with_capacity(n),
@@ -175,7 +206,11 @@ impl EventLoop {
     ) -> impl Future<Output = (io::Result<usize>, B)> + 'a {
         let driver = self.driver_ref();
         let fd = sock.as_fd().as_raw_fd();
+        let checked = self.check_nonblocking_in_debug(sock);
         async move {
+            if let Err(e) = checked {
+                return (Err(e), buf);
+            }
             match Op::try_submit(&driver, RecvInto { fd, buf }) {
                 Ok(op) => op.await,
                 Err((e, op)) => (Err(e), op.buf),
@@ -195,7 +230,11 @@ impl EventLoop {
         let driver = self.driver_ref();
         let fd = sock.as_fd().as_raw_fd();
         let data: Bytes = data.into();
-        sendall(driver, fd, data)
+        let checked = self.check_nonblocking_in_debug(sock);
+        async move {
+            checked?;
+            sendall(driver, fd, data).await
+        }
     }
 
     /// Connects `sock` to `addr` (`loop.sock_connect`). A host name is
@@ -207,14 +246,27 @@ impl EventLoop {
         addr: impl Into<Address>,
     ) -> impl Future<Output = io::Result<()>> + 'a {
         let addr = addr.into();
+        let checked = self.check_nonblocking_in_debug(sock);
         let domain = matches!(addr, Address::Host(..)).then(|| SockRef::from(sock).domain());
-        connect(
-            self.driver_ref(),
-            self.downgrade(),
-            sock.as_fd().as_raw_fd(),
+        let on_executor = (self.backend() == crate::Backend::Epoll)
+            .then(|| is_nonblocking(sock.as_fd().as_raw_fd()))
+            .and_then(|nb| match nb {
+                Ok(true) => None,
+                Ok(false) => Some(sock.as_fd().try_clone_to_owned()),
+                Err(e) => Some(Err(e)),
+            });
+        let plan = ConnectPlan {
+            fd: sock.as_fd().as_raw_fd(),
             addr,
             domain,
-        )
+            on_executor,
+        };
+        let driver = self.driver_ref();
+        let lp = self.downgrade();
+        async move {
+            checked?;
+            connect(driver, lp, plan).await
+        }
     }
 
     /// Accepts one connection (`loop.sock_accept`). The new socket is
@@ -225,7 +277,9 @@ impl EventLoop {
     ) -> impl Future<Output = io::Result<(L::Stream, L::Addr)>> + 'a {
         let driver = self.driver_ref();
         let fd = listener.as_fd().as_raw_fd();
+        let checked = self.check_nonblocking_in_debug(listener);
         async move {
+            checked?;
             let (fd, addr) = Op::submit(&driver, Accept::new(fd))?.await?;
             L::wrap(fd, addr)
         }

@@ -38,6 +38,32 @@ fn environment_switches() {
     let lp = EventLoop::new().unwrap();
     assert_eq!(lp.backend(), Backend::Uring);
     assert_eq!(lp.backend().to_string(), "io_uring");
+    assert!(lp.backend_reason().contains("forced by RINGLOOP_BACKEND"));
+    lp.close().unwrap();
+    // SAFETY (test): as above.
+    unsafe { std::env::remove_var("RINGLOOP_BACKEND") };
+    let lp = EventLoop::new().unwrap();
+    assert_eq!(lp.backend_reason(), "io_uring, chosen automatically");
+    lp.close().unwrap();
+
+    // SAFETY (test): as above.
+    unsafe { std::env::set_var("RINGLOOP_BACKEND", "epoll") };
+    let lp = EventLoop::new().unwrap();
+    assert_eq!(lp.backend(), Backend::Epoll);
+    assert!(
+        lp.backend_reason().contains("forced by RINGLOOP_BACKEND"),
+        "{}",
+        lp.backend_reason()
+    );
+    assert!(lp.kernel_features().is_none());
+    lp.close().unwrap();
+    // The builder wins over the environment.
+    let lp = EventLoop::builder()
+        .backend(Backend::Uring)
+        .build()
+        .unwrap();
+    assert_eq!(lp.backend(), Backend::Uring);
+    assert!(lp.backend_reason().contains("forced by the builder"));
     lp.close().unwrap();
 
     // SAFETY (test): as above.

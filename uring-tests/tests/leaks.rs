@@ -81,10 +81,16 @@ fn an_fd_produced_by_a_cancelled_accept_is_closed() {
     use std::task::{Context, Poll, Waker};
 
     let _serial = fd_lock();
+    let lp = EventLoop::new().unwrap();
+    if lp.backend() != ringloop::Backend::Uring {
+        // io_uring-specific by nature: on epoll nothing is in flight in
+        // the kernel, so there is no completion to abandon.
+        eprintln!("SKIP: the abandoned-accept path exists only on io_uring");
+        return;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let lp = EventLoop::new().unwrap();
     let before = fd_count();
     {
         let mut accept = Box::pin(lp.sock_accept(&listener));

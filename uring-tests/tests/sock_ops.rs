@@ -475,3 +475,52 @@ fn pipe() -> (std::fs::File, std::fs::File) {
         )
     }
 }
+
+#[test]
+fn blocking_sockets_never_block_the_loop() {
+    // The specification asks for non-blocking sockets; given blocking ones
+    // anyway, no backend may block the loop thread: a timer keeps firing
+    // while an accept waits, and connect and recv still work.
+    let lp = TestLoop::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap(); // blocking
+    let addr = listener.local_addr().unwrap();
+    let ticks = Rc::new(std::cell::Cell::new(0u32));
+    fn tick(lp: EventLoop, n: Rc<std::cell::Cell<u32>>) {
+        n.set(n.get() + 1);
+        let l = lp.clone();
+        lp.call_later(Duration::from_millis(5), move || tick(l, n))
+            .unwrap();
+    }
+    let (l, t) = (lp.lp(), ticks.clone());
+    lp.call_soon(move || tick(l, t)).unwrap();
+    let l = lp.lp();
+    let t = ticks.clone();
+    let got = lp.block_on(async move {
+        let accepting = l.create_task({
+            let l = l.clone();
+            async move { l.sock_accept(&listener).await.map(|(s, _)| s) }
+        });
+        let accepting = accepting.unwrap();
+        l.sleep(Duration::from_millis(50)).unwrap().await;
+        assert!(t.get() >= 3, "the loop kept running while accept waited");
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        l.sock_connect(&client, addr).await.unwrap(); // blocking socket
+        let server = accepting.await.unwrap().unwrap();
+        l.sock_sendall(&client, &b"blocking ok"[..]).await.unwrap();
+        l.sock_recv(&server, 64).await.unwrap()
+    });
+    assert_eq!(&got[..], b"blocking ok");
+}
+
+#[test]
+fn debug_mode_rejects_blocking_sockets() {
+    let lp = TestLoop::from_loop(EventLoop::builder().debug(true).build().unwrap());
+    let (a, _b) = UnixStream::pair().unwrap(); // blocking
+    let l = lp.lp();
+    let err = lp
+        .block_on(async move { l.sock_recv(&a, 1).await })
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("non-blocking"));
+}

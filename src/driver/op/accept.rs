@@ -9,8 +9,10 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use io_uring::{opcode, squeue, types};
+use ringloop_fallback::Interest;
 use socket2::{SockAddr, SockAddrStorage};
 
+use super::sys::{check, is_nonblocking, ready_now, would_block};
 use super::OpKind;
 use crate::driver::Completion;
 
@@ -20,6 +22,10 @@ pub(crate) struct Accept {
     /// Peer address storage and its length, on the heap so the kernel's
     /// pointers survive moves of this value.
     addr: Box<(SockAddrStorage, libc::socklen_t)>,
+    /// Readiness path: whether the listener is in blocking mode (looked up
+    /// at the first attempt). A blocking listener is polled before
+    /// `accept4`, which would otherwise block the loop thread.
+    blocking: Option<bool>,
 }
 
 impl Accept {
@@ -29,6 +35,7 @@ impl Accept {
         Accept {
             fd,
             addr: Box::new((storage, len)),
+            blocking: None,
         }
     }
 }
@@ -49,6 +56,32 @@ impl OpKind for Accept {
         opcode::Accept::new(types::Fd(self.fd), addr, len)
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             .build()
+    }
+
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd, Interest::READ)
+    }
+
+    fn attempt(&mut self) -> io::Result<u32> {
+        let blocking = match self.blocking {
+            Some(b) => b,
+            None => {
+                let b = !is_nonblocking(self.fd)?;
+                self.blocking = Some(b);
+                b
+            }
+        };
+        if blocking && ready_now(self.fd, libc::POLLIN)? == 0 {
+            return Err(would_block());
+        }
+        let (storage, len) = &mut *self.addr;
+        *len = storage.size_of();
+        let addr = (storage as *mut SockAddrStorage).cast::<libc::sockaddr>();
+        // SAFETY: `addr`/`len` describe our storage; the kernel writes at
+        // most `len` bytes and updates `len`.
+        check(unsafe {
+            libc::accept4(self.fd, addr, len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as isize
+        })
     }
 
     fn complete(self, c: Completion) -> Self::Output {

@@ -2,8 +2,17 @@
 //!
 //! An [`OpKind`] owns everything the kernel may touch while the operation
 //! is in flight (buffers, socket addresses, descriptors it keeps alive) and
-//! builds its submission entry from that owned state. [`Op`] is the future
-//! that submits it and turns the completion into the caller's result.
+//! states, in one place, both ways of performing it:
+//!
+//! - **io_uring**: [`OpKind::sqe`], the submission entry built from that
+//!   owned state; the kernel completes it;
+//! - **epoll**: [`OpKind::readiness`] (the descriptor and direction to wait
+//!   for) and [`OpKind::attempt`] (the non-blocking system call, tried
+//!   again each time the descriptor is ready).
+//!
+//! Both end in the same [`OpKind::complete`], so the two backends give the
+//! same results and the same errors. [`Op`] is the future that submits an
+//! operation and turns its completion into the caller's result.
 //!
 //! Ownership rule: the kernel only ever sees memory inside the `OpKind`
 //! value, and that value is either inside a live [`Op`] or, once the `Op`
@@ -18,6 +27,7 @@ pub(crate) mod read;
 pub(crate) mod recv;
 pub(crate) mod send;
 pub(crate) mod splice;
+pub(crate) mod sys;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -26,7 +36,10 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use std::os::fd::RawFd;
+
 use io_uring::squeue;
+use ringloop_fallback::Interest;
 
 use super::{Completion, Driver, SlotPoll};
 
@@ -42,6 +55,19 @@ pub(crate) trait OpKind: 'static {
     /// Called once, after the value reached its final place; every pointer
     /// in the entry points into memory this value owns on the heap.
     fn sqe(&mut self) -> squeue::Entry;
+
+    /// The readiness path: which descriptor to wait on, for what.
+    fn readiness(&self) -> (RawFd, Interest);
+
+    /// The readiness path: performs the operation's non-blocking system
+    /// call once. `Err(WouldBlock)` means "wait for readiness and try
+    /// again"; anything else is the terminal result (`Ok(n)` as the kernel
+    /// would have reported `n`).
+    fn attempt(&mut self) -> io::Result<u32>;
+
+    /// False for operations that only wait (POLL): they do not count as
+    /// using the descriptor for `add_reader`'s ownership check.
+    const USES_FD: bool = true;
 
     /// Turns the terminal completion into the output.
     fn complete(self, c: Completion) -> Self::Output;
@@ -105,7 +131,8 @@ impl<T: OpKind> Future for Op<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
         let this = self.get_mut();
-        let polled = this.driver.borrow_mut().poll_slot(this.key, cx.waker());
+        let data = this.data.as_mut().expect("Op polled after completion");
+        let polled = this.driver.borrow_mut().poll_op(this.key, data, cx.waker());
         match polled {
             SlotPoll::Pending => Poll::Pending,
             SlotPoll::Ready(c) => {

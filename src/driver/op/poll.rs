@@ -8,7 +8,9 @@ use std::io;
 use std::os::fd::RawFd;
 
 use io_uring::{opcode, squeue, types};
+use ringloop_fallback::Interest;
 
+use super::sys::{ready_now, would_block};
 use super::OpKind;
 use crate::driver::Completion;
 
@@ -24,6 +26,22 @@ impl OpKind for PollOnce {
 
     fn sqe(&mut self) -> squeue::Entry {
         opcode::PollAdd::new(types::Fd(self.fd), self.mask).build()
+    }
+
+    const USES_FD: bool = false;
+
+    fn readiness(&self) -> (RawFd, Interest) {
+        let read = self.mask & (libc::POLLIN | libc::POLLPRI) as u32 != 0;
+        let write = self.mask & libc::POLLOUT as u32 != 0;
+        (self.fd, Interest { read, write })
+    }
+
+    fn attempt(&mut self) -> io::Result<u32> {
+        let mask = self.mask as i16 | libc::POLLERR | libc::POLLHUP;
+        match ready_now(self.fd, mask)? {
+            0 => Err(would_block()),
+            events => Ok(events as u16 as u32),
+        }
     }
 
     fn complete(self, c: Completion) -> io::Result<u32> {

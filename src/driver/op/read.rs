@@ -8,7 +8,9 @@ use std::os::fd::RawFd;
 
 use bytes::BytesMut;
 use io_uring::{opcode, squeue, types};
+use ringloop_fallback::Interest;
 
+use super::sys::{check, ready_now, would_block};
 use super::OpKind;
 use crate::driver::Completion;
 
@@ -31,6 +33,31 @@ impl OpKind for Read {
         opcode::Read::new(types::Fd(self.fd), spare.as_mut_ptr().cast(), len)
             .offset(self.offset)
             .build()
+    }
+
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd, Interest::READ)
+    }
+
+    fn attempt(&mut self) -> io::Result<u32> {
+        // A pipe or tty that has nothing would block the loop thread; a
+        // regular file always polls ready.
+        if ready_now(self.fd, libc::POLLIN)? == 0 {
+            return Err(would_block());
+        }
+        self.buf.reserve(self.len);
+        let spare = self.buf.spare_capacity_mut();
+        let len = spare.len().min(self.len);
+        let ptr = spare.as_mut_ptr().cast();
+        // SAFETY: the kernel writes at most `len` bytes into our spare
+        // capacity.
+        check(unsafe {
+            if self.offset == u64::MAX {
+                libc::read(self.fd, ptr, len)
+            } else {
+                libc::pread(self.fd, ptr, len, self.offset as libc::off_t)
+            }
+        })
     }
 
     fn complete(mut self, c: Completion) -> Self::Output {

@@ -8,7 +8,9 @@ use std::os::fd::RawFd;
 
 use bytes::{Bytes, BytesMut};
 use io_uring::{opcode, squeue, types};
+use ringloop_fallback::Interest;
 
+use super::sys::check;
 use super::OpKind;
 use crate::buf::IoBufMut;
 use crate::driver::Completion;
@@ -26,6 +28,24 @@ impl OpKind for Recv {
         let spare = self.buf.spare_capacity_mut();
         let len = spare.len().min(u32::MAX as usize) as u32;
         opcode::Recv::new(types::Fd(self.fd), spare.as_mut_ptr().cast(), len).build()
+    }
+
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd, Interest::READ)
+    }
+
+    fn attempt(&mut self) -> io::Result<u32> {
+        let spare = self.buf.spare_capacity_mut();
+        // SAFETY: the kernel writes at most `spare.len()` bytes into the
+        // buffer's spare capacity, which we own.
+        check(unsafe {
+            libc::recv(
+                self.fd,
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        })
     }
 
     fn complete(mut self, c: Completion) -> io::Result<Bytes> {
@@ -52,6 +72,24 @@ impl<B: IoBufMut> OpKind for RecvInto<B> {
         let slice = self.buf.as_mut_bytes();
         let len = slice.len().min(u32::MAX as usize) as u32;
         opcode::Recv::new(types::Fd(self.fd), slice.as_mut_ptr(), len).build()
+    }
+
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd, Interest::READ)
+    }
+
+    fn attempt(&mut self) -> io::Result<u32> {
+        let slice = self.buf.as_mut_bytes();
+        // SAFETY: the kernel writes at most `slice.len()` bytes into our
+        // buffer.
+        check(unsafe {
+            libc::recv(
+                self.fd,
+                slice.as_mut_ptr().cast(),
+                slice.len(),
+                libc::MSG_DONTWAIT,
+            )
+        })
     }
 
     fn complete(self, c: Completion) -> (io::Result<usize>, B) {

@@ -8,7 +8,9 @@ use std::os::fd::RawFd;
 
 use bytes::Bytes;
 use io_uring::{opcode, squeue, types};
+use ringloop_fallback::Interest;
 
+use super::sys::check;
 use super::OpKind;
 use crate::driver::Completion;
 
@@ -26,6 +28,23 @@ impl OpKind for Send {
         opcode::Send::new(types::Fd(self.fd), self.buf.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
+    }
+
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd, Interest::WRITE)
+    }
+
+    fn attempt(&mut self) -> io::Result<u32> {
+        let len = self.buf.len().min(u32::MAX as usize);
+        // SAFETY: reads `len` bytes of our buffer.
+        check(unsafe {
+            libc::send(
+                self.fd,
+                self.buf.as_ptr().cast(),
+                len,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        })
     }
 
     fn complete(self, c: Completion) -> io::Result<usize> {

@@ -9,7 +9,9 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 
 use io_uring::{opcode, squeue, types};
+use ringloop_fallback::Interest;
 
+use super::sys::check;
 use super::OpKind;
 use crate::driver::Completion;
 
@@ -37,6 +39,30 @@ impl OpKind for Splice {
         )
         .flags(libc::SPLICE_F_MOVE)
         .build()
+    }
+
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd_out, Interest::WRITE)
+    }
+
+    fn attempt(&mut self) -> io::Result<u32> {
+        let mut off = self.off_in;
+        let off_ptr = if off < 0 {
+            std::ptr::null_mut()
+        } else {
+            &mut off as *mut i64
+        };
+        // SAFETY: `off_ptr` is null or points to our local offset.
+        check(unsafe {
+            libc::splice(
+                self.fd_in,
+                off_ptr,
+                self.fd_out,
+                std::ptr::null_mut(),
+                self.len as usize,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        })
     }
 
     fn complete(self, c: Completion) -> io::Result<usize> {

@@ -44,8 +44,9 @@ pub(crate) struct UringDriver {
     /// `None` once shut down.
     ring: Option<IoUring>,
     features: Features,
-    /// Each slot with the generation it was filled at.
-    slots: Slab<(u32, Slot)>,
+    /// Each slot with the generation it was filled at and the descriptor
+    /// its operation uses (-1 for readiness waits).
+    slots: Slab<(u32, RawFd, Slot)>,
     generation: u32,
     /// Operations the kernel still owns (InFlight or Abandoned slots).
     kernel_owned: usize,
@@ -91,7 +92,8 @@ impl UringDriver {
         }
         self.generation = (self.generation + 1) % u32::MAX;
         let generation = self.generation;
-        let key = self.slots.insert((generation, Slot::InFlight(None)));
+        let fd = if T::USES_FD { op.readiness().0 } else { -1 };
+        let key = self.slots.insert((generation, fd, Slot::InFlight(None)));
         if key > u32::MAX as usize {
             self.slots.remove(key);
             return Err(io::Error::other("too many operations in flight"));
@@ -144,7 +146,7 @@ impl UringDriver {
     }
 
     pub(crate) fn poll_slot(&mut self, key: usize, waker: &Waker) -> SlotPoll {
-        let Some((_, slot)) = self.slots.get_mut(key) else {
+        let Some((_, _, slot)) = self.slots.get_mut(key) else {
             // Not ours (the slot was already collected): report a clear
             // error instead of panicking.
             return SlotPoll::Ready(Completion { res: -libc::EBADF });
@@ -167,7 +169,7 @@ impl UringDriver {
     }
 
     pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
-        let Some(&mut (generation, ref mut slot)) = self.slots.get_mut(key) else {
+        let Some(&mut (generation, _, ref mut slot)) = self.slots.get_mut(key) else {
             return;
         };
         match slot {
@@ -277,7 +279,7 @@ impl UringDriver {
     }
 
     fn dispatch(
-        slots: &mut Slab<(u32, Slot)>,
+        slots: &mut Slab<(u32, RawFd, Slot)>,
         kernel_owned: &mut usize,
         wake_armed: &mut bool,
         cqe: cqueue::Entry,
@@ -290,7 +292,7 @@ impl UringDriver {
             data => {
                 let key = (data & u64::from(u32::MAX)) as usize;
                 let generation = (data >> 32) as u32;
-                let Some((slot_generation, slot)) = slots.get_mut(key) else {
+                let Some((slot_generation, _, slot)) = slots.get_mut(key) else {
                     return;
                 };
                 if *slot_generation != generation {
@@ -318,6 +320,12 @@ impl UringDriver {
         self.kernel_owned
     }
 
+    pub(crate) fn fd_busy(&self, fd: RawFd) -> bool {
+        self.slots
+            .iter()
+            .any(|(_, (_, f, s))| *f == fd && matches!(s, Slot::InFlight(_)))
+    }
+
     pub(crate) fn shutdown(&mut self, wakers: &mut Vec<Waker>) {
         if self.ring.is_none() {
             return;
@@ -325,8 +333,8 @@ impl UringDriver {
         let targets: Vec<u64> = self
             .slots
             .iter()
-            .filter(|(_, (_, s))| s.kernel_owned())
-            .map(|(k, (g, _))| user_data(k, *g))
+            .filter(|(_, (_, _, s))| s.kernel_owned())
+            .map(|(k, (g, _, _))| user_data(k, *g))
             .collect();
         for target in targets {
             let cancel = opcode::AsyncCancel::new(target)
@@ -369,7 +377,7 @@ impl UringDriver {
                 outstanding = self.kernel_owned,
                 "ringloop: operations did not finish after cancel; leaking their buffers"
             );
-            for (_, (_, slot)) in self.slots.iter_mut() {
+            for (_, (_, _, slot)) in self.slots.iter_mut() {
                 if slot.kernel_owned() {
                     if let Slot::Abandoned(res) = std::mem::replace(slot, Slot::Orphaned) {
                         std::mem::forget(res);

@@ -1,0 +1,100 @@
+//! The epoll backend: an adapter over `ringloop-fallback`'s engine.
+//!
+//! An operation is attempted (its non-blocking system call,
+//! [`OpKind::attempt`]) when first polled; if it would block, its waker is
+//! parked on the descriptor ([`OpKind::readiness`]) and the attempt is
+//! repeated when the descriptor is ready. Nothing is ever in flight in the
+//! kernel, so dropping an operation just forgets its waiter, and shutdown
+//! has nothing to wait for. Cross-thread wake-ups arrive on the loop's
+//! eventfd, which the engine watches and drains.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use ringloop_fallback::Engine;
+
+use super::{Abandoned, Completion, OpKind, SlotPoll};
+
+/// The epoll driver.
+pub(crate) struct EpollDriver {
+    /// `None` once shut down.
+    engine: Option<Engine>,
+    /// Keys are even for operations that use their descriptor, odd for
+    /// readiness waits (`OpKind::USES_FD == false`).
+    next_key: u64,
+}
+
+fn closed() -> io::Error {
+    io::Error::other(crate::Error::LoopClosed)
+}
+
+impl EpollDriver {
+    /// An epoll instance that also watches the loop's eventfd.
+    pub(crate) fn new(wake_fd: RawFd) -> io::Result<EpollDriver> {
+        let mut engine = Engine::new()?;
+        engine.set_wake_fd(wake_fd)?;
+        Ok(EpollDriver {
+            engine: Some(engine),
+            next_key: 0,
+        })
+    }
+
+    pub(crate) fn submit<T: OpKind>(&mut self, _op: &mut T) -> io::Result<usize> {
+        if self.engine.is_none() {
+            return Err(closed());
+        }
+        self.next_key += 2;
+        Ok((self.next_key + u64::from(!T::USES_FD)) as usize)
+    }
+
+    pub(crate) fn poll_op<T: OpKind>(&mut self, key: usize, op: &mut T, waker: &Waker) -> SlotPoll {
+        let Some(engine) = self.engine.as_mut() else {
+            return SlotPoll::Ready(Completion {
+                res: -libc::ECANCELED,
+            });
+        };
+        let (fd, interest) = op.readiness();
+        match engine.poll_io(key as u64, fd, interest, waker, &mut || op.attempt()) {
+            Poll::Pending => SlotPoll::Pending,
+            Poll::Ready(Ok(n)) => SlotPoll::Ready(Completion {
+                res: n.min(i32::MAX as u32) as i32,
+            }),
+            Poll::Ready(Err(e)) => SlotPoll::Ready(Completion {
+                res: -e.raw_os_error().unwrap_or(libc::EIO),
+            }),
+        }
+    }
+
+    pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
+        if let Some(engine) = self.engine.as_mut() {
+            engine.cancel(key as u64);
+        }
+        // Nothing of it is in the kernel: free it now.
+        drop(resources);
+    }
+
+    pub(crate) fn fd_busy(&self, fd: RawFd) -> bool {
+        self.engine
+            .as_ref()
+            .is_some_and(|e| e.waiter_keys(fd).any(|k| k % 2 == 0))
+    }
+
+    pub(crate) fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        wakers: &mut Vec<Waker>,
+    ) -> io::Result<()> {
+        let engine = self.engine.as_mut().ok_or_else(closed)?;
+        engine.wait(timeout, wakers)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.engine.as_ref().map_or(0, |e| e.waiting())
+    }
+
+    pub(crate) fn shutdown(&mut self) {
+        self.engine = None;
+    }
+}
