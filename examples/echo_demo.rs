@@ -7,7 +7,7 @@
 //! non-zero if any byte came back wrong.
 //!
 //! ```text
-//! cargo run --release --example echo_demo -- --clients 100 --rounds 200 --size 1024
+//! cargo run --release --example echo_demo -- --clients 100 --rounds 200 --size 1024 [--backend epoll]
 //! ```
 
 use std::error::Error;
@@ -21,6 +21,7 @@ struct Args {
     clients: usize,
     rounds: usize,
     size: usize,
+    backend: Option<ringloop::Backend>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -28,10 +29,15 @@ fn parse_args() -> Result<Args, String> {
         clients: 100,
         rounds: 200,
         size: 1024,
+        backend: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        if flag == "--backend" {
+            args.backend = Some(value.parse().map_err(|e| format!("{e}"))?);
+            continue;
+        }
         let n: usize = value
             .parse()
             .map_err(|_| format!("{flag}: {value:?} is not a number"))?;

@@ -7,7 +7,7 @@
 //! to stderr and does not affect the others.
 //!
 //! ```text
-//! cargo run --example sock_echo -- [--host HOST] [--port PORT] [--max-clients N]
+//! cargo run --example sock_echo -- [--host HOST] [--port PORT] [--max-clients N] [--backend uring|epoll]
 //! ```
 //!
 //! `--host` defaults to 127.0.0.1, `--port` to 0 (any free port). The
@@ -27,13 +27,16 @@ use std::time::Duration;
 
 use ringloop::EventLoop;
 
-const USAGE: &str = "usage: sock_echo [--host HOST] [--port PORT] [--max-clients N]";
+const USAGE: &str =
+    "usage: sock_echo [--host HOST] [--port PORT] [--max-clients N] [--backend uring|epoll]";
 
 struct Args {
     host: String,
     port: u16,
     /// Stop after this many connections were served; `None`: run forever.
     max_clients: Option<usize>,
+    /// Forced backend; `None`: automatic (or `RINGLOOP_BACKEND`).
+    backend: Option<ringloop::Backend>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         host: "127.0.0.1".to_string(),
         port: 0,
         max_clients: None,
+        backend: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
             "--host" => args.host = value.clone(),
             "--port" => args.port = value.parse().map_err(bad)?,
             "--max-clients" => args.max_clients = Some(value.parse().map_err(bad)?),
+            "--backend" => args.backend = Some(value.parse().map_err(|e| format!("{flag}: {e}"))?),
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -122,6 +127,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;
 
-    ringloop::run(serve(listener, args.max_clients))??;
+    let mut builder = EventLoop::builder();
+    if let Some(b) = args.backend {
+        builder = builder.backend(b);
+    }
+    let lp = builder.build()?;
+    let served = lp.run_until_complete(serve(listener, args.max_clients));
+    lp.close()?;
+    served??;
     Ok(())
 }
