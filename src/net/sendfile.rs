@@ -43,6 +43,42 @@ struct PositionGuard<'a> {
     seekable: bool,
 }
 
+impl PositionGuard<'_> {
+    /// Bytes sent so far.
+    fn sent(&self) -> usize {
+        self.sent.get() as usize
+    }
+
+    /// Counts `n` more bytes sent.
+    fn add(&self, n: usize) {
+        self.sent.set(self.sent.get() + n as u64);
+    }
+
+    /// The size of the next chunk (at most `max`), or `None` once `count`
+    /// bytes were sent.
+    fn next_chunk(&self, count: Option<usize>, max: usize) -> Option<usize> {
+        match count {
+            Some(c) if self.sent() >= c => None,
+            Some(c) => Some((c - self.sent()).min(max)),
+            None => Some(max),
+        }
+    }
+
+    /// The file offset of the next chunk.
+    fn position(&self) -> u64 {
+        self.offset + self.sent.get()
+    }
+}
+
+/// Waits until the (full, non-blocking) socket has room again.
+async fn wait_writable(driver: &DriverRef, fd: RawFd) -> io::Result<()> {
+    let wait = PollOnce {
+        fd,
+        mask: libc::POLLOUT as u32,
+    };
+    Op::submit(driver, wait)?.await.map(|_| ())
+}
+
 impl Drop for PositionGuard<'_> {
     fn drop(&mut self) {
         if self.seekable {
@@ -137,7 +173,7 @@ impl EventLoop {
                     send_sendfile(&driver, sock, file, count, &guard).await
                 };
                 match sent {
-                    Err(e) if guard.sent.get() == 0 && is_not_splicable(&e) => {}
+                    Err(e) if guard.sent() == 0 && is_not_splicable(&e) => {}
                     other => return other,
                 }
             }
@@ -168,16 +204,10 @@ async fn send_spliced(
 ) -> io::Result<usize> {
     let pipe = pipe_pair()?;
     let chunk_max = PIPE_SIZE as usize;
-    loop {
-        let sent = guard.sent.get() as usize;
-        let want = match count {
-            Some(c) if sent >= c => break,
-            Some(c) => (c - sent).min(chunk_max),
-            None => chunk_max,
-        };
+    while let Some(want) = guard.next_chunk(count, chunk_max) {
         let fill = Splice {
             fd_in: file.as_raw_fd(),
-            off_in: (guard.offset + sent as u64) as i64,
+            off_in: guard.position() as i64,
             fd_out: pipe.1.as_raw_fd(),
             len: want as u32,
             _keep: Some(pipe.clone()),
@@ -204,21 +234,17 @@ async fn send_spliced(
                 }
                 Ok(n) => {
                     left -= n;
-                    guard.sent.set(guard.sent.get() + n as u64);
+                    guard.add(n);
                 }
+                // A non-blocking socket is full: wait for room.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // A non-blocking socket is full: wait for room.
-                    let wait = PollOnce {
-                        fd: sock_fd,
-                        mask: libc::POLLOUT as u32,
-                    };
-                    Op::submit(driver, wait)?.await?;
+                    wait_writable(driver, sock_fd).await?
                 }
                 Err(e) => return Err(e),
             }
         }
     }
-    Ok(guard.sent.get() as usize)
+    Ok(guard.sent())
 }
 
 /// The epoll zero-copy path: `sendfile(2)` from the file at an offset.
@@ -230,14 +256,8 @@ async fn send_sendfile(
     guard: &PositionGuard<'_>,
 ) -> io::Result<usize> {
     const CHUNK: usize = 1 << 30;
-    loop {
-        let sent = guard.sent.get() as usize;
-        let want = match count {
-            Some(c) if sent >= c => break,
-            Some(c) => (c - sent).min(CHUNK),
-            None => CHUNK,
-        };
-        let mut off = (guard.offset + sent as u64) as libc::off_t;
+    while let Some(want) = guard.next_chunk(count, CHUNK) {
+        let mut off = guard.position() as libc::off_t;
         // SAFETY: both descriptors are borrowed for this call; `off` is a
         // valid off_t the kernel updates.
         let n = unsafe { libc::sendfile(sock_fd, file.as_raw_fd(), &mut off, want) };
@@ -246,11 +266,7 @@ async fn send_sendfile(
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => {
-                    let wait = PollOnce {
-                        fd: sock_fd,
-                        mask: libc::POLLOUT as u32,
-                    };
-                    Op::submit(driver, wait)?.await?;
+                    wait_writable(driver, sock_fd).await?;
                     continue;
                 }
                 _ => return Err(e),
@@ -259,9 +275,9 @@ async fn send_sendfile(
         if n == 0 {
             break; // end of file
         }
-        guard.sent.set(guard.sent.get() + n as u64);
+        guard.add(n as usize);
     }
-    Ok(guard.sent.get() as usize)
+    Ok(guard.sent())
 }
 
 /// Reads the fallback's chunks: a READ operation, or on epoll for a
@@ -310,15 +326,9 @@ async fn send_buffered(
     count: Option<usize>,
     guard: &PositionGuard<'_>,
 ) -> io::Result<usize> {
-    loop {
-        let sent = guard.sent.get() as usize;
-        let want = match count {
-            Some(c) if sent >= c => break,
-            Some(c) => (c - sent).min(FALLBACK_CHUNK),
-            None => FALLBACK_CHUNK,
-        };
+    while let Some(want) = guard.next_chunk(count, FALLBACK_CHUNK) {
         let offset = if guard.seekable {
-            guard.offset + sent as u64
+            guard.position()
         } else {
             u64::MAX
         };
@@ -328,7 +338,7 @@ async fn send_buffered(
             break;
         }
         sendall(driver.clone(), sock_fd, chunk).await?;
-        guard.sent.set(guard.sent.get() + n as u64);
+        guard.add(n);
     }
-    Ok(guard.sent.get() as usize)
+    Ok(guard.sent())
 }

@@ -270,13 +270,7 @@ fn cancelled_sendall_then_another_delivers_the_second_last_and_intact() {
     let marker = b"--SECOND-SENDALL-MARKER--".repeat(1000);
     let l = lp.lp();
     let m = marker.clone();
-    let reader = std::thread::spawn(move || {
-        let mut server = server;
-        server.set_nonblocking(false).unwrap();
-        let mut all = Vec::new();
-        server.read_to_end(&mut all).unwrap();
-        all
-    });
+    let reader = read_to_end_in_thread(server);
     lp.block_on(async move {
         l.sock_sendall(&*client, m).await.unwrap();
         client.shutdown(std::net::Shutdown::Write).unwrap();
@@ -307,13 +301,7 @@ fn sock_sendfile_zero_copy_sends_the_range_and_moves_the_position() {
     let data = pattern(3 * 1024 * 1024 + 5, 3);
     let file = Rc::new(tempfile_with(&data));
     let (client, server) = tcp_pair();
-    let reader = std::thread::spawn(move || {
-        let mut server = server;
-        server.set_nonblocking(false).unwrap();
-        let mut all = Vec::new();
-        server.read_to_end(&mut all).unwrap();
-        all
-    });
+    let reader = read_to_end_in_thread(server);
     let l = lp.lp();
     let f = file.clone();
     let sent = lp.block_on(async move {
@@ -441,6 +429,17 @@ fn a_small_ring_runs_a_thousand_concurrent_operations() {
     for (i, got) in r.iter() {
         assert_eq!(got, format!("message {i}").as_bytes());
     }
+}
+
+/// Reads `stream` to EOF on another (blocking) thread.
+fn read_to_end_in_thread(stream: TcpStream) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut stream = stream;
+        stream.set_nonblocking(false).unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        all
+    })
 }
 
 fn tempfile_with(data: &[u8]) -> std::fs::File {
