@@ -10,7 +10,8 @@ use crate::driver::{Backend, Driver};
 use crate::event_loop::EventLoop;
 use crate::threadsafe::Shared;
 
-static LOGGED_FALLBACK: Once = Once::new();
+/// The backend choice is logged once per process (the first loop's).
+static LOGGED_CHOICE: Once = Once::new();
 
 /// Default submission-ring size.
 pub const DEFAULT_RING_ENTRIES: u32 = 1024;
@@ -104,11 +105,17 @@ impl EventLoopBuilder {
                 ),
                 Err(e) => {
                     let reason = format!("epoll, because io_uring is unavailable: {e}");
-                    LOGGED_FALLBACK.call_once(|| tracing::warn!("ringloop: {reason}"));
                     (Driver::Epoll(EpollDriver::new(wake_fd)?), reason)
                 }
             },
         };
+        LOGGED_CHOICE.call_once(|| {
+            if reason.contains("unavailable") {
+                tracing::warn!("ringloop backend: {reason}");
+            } else {
+                tracing::info!("ringloop backend: {reason}");
+            }
+        });
         let debug = self.debug.unwrap_or_else(debug::env_debug);
         Ok(EventLoop::from_parts(driver, shared, debug, reason))
     }

@@ -211,11 +211,11 @@ impl EventLoop {
     /// let (mut rsock, mut wsock) = UnixStream::pair()?;
     /// let fd = rsock.as_raw_fd();
     /// let l = lp.clone();
-    /// lp.add_reader(fd, move || {
+    /// lp.add_reader(&fd, move || {
     ///     let mut buf = [0u8; 100];
     ///     let n = rsock.read(&mut buf).unwrap();
     ///     println!("Received: {}", String::from_utf8_lossy(&buf[..n]));
-    ///     l.remove_reader(fd);
+    ///     l.remove_reader(&fd);
     ///     l.stop();
     /// })?;
     /// wsock.write_all(b"abc")?;
@@ -223,26 +223,26 @@ impl EventLoop {
     /// lp.close()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn add_reader(&self, fd: impl AsRawFd, callback: impl FnMut() + 'static) -> Result<()> {
+    pub fn add_reader(&self, fd: &impl AsRawFd, callback: impl FnMut() + 'static) -> Result<()> {
         self.add_watch(fd.as_raw_fd(), Direction::Read, Box::new(callback))
     }
 
     /// Stops watching `fd` for reading; false if it was not watched
     /// (`loop.remove_reader`).
-    pub fn remove_reader(&self, fd: impl AsRawFd) -> bool {
+    pub fn remove_reader(&self, fd: &impl AsRawFd) -> bool {
         self.remove_watch(fd.as_raw_fd(), Direction::Read)
     }
 
     /// Calls `callback` on the loop, once per iteration, while `fd` is
     /// writable (`loop.add_writer`). Same rules as
     /// [`add_reader`](Self::add_reader).
-    pub fn add_writer(&self, fd: impl AsRawFd, callback: impl FnMut() + 'static) -> Result<()> {
+    pub fn add_writer(&self, fd: &impl AsRawFd, callback: impl FnMut() + 'static) -> Result<()> {
         self.add_watch(fd.as_raw_fd(), Direction::Write, Box::new(callback))
     }
 
     /// Stops watching `fd` for writing; false if it was not watched
     /// (`loop.remove_writer`).
-    pub fn remove_writer(&self, fd: impl AsRawFd) -> bool {
+    pub fn remove_writer(&self, fd: &impl AsRawFd) -> bool {
         self.remove_watch(fd.as_raw_fd(), Direction::Write)
     }
 }
