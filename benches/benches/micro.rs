@@ -1,10 +1,12 @@
-//! Micro benchmarks of ringloop's core, each beside its nearest tokio
-//! equivalent, measured in the same process and run.
+//! Micro benchmarks of ringloop's core, on both of its backends
+//! (io_uring and epoll), each beside its nearest tokio equivalent,
+//! measured in the same process and run.
 //!
 //! ```sh
 //! cargo bench -p ringloop-benches --bench micro                 # everything
 //! cargo bench -p ringloop-benches --bench micro -- timers       # a subset
 //! cargo bench -p ringloop-benches --bench micro -- --quick      # smoke test
+//! cargo bench -p ringloop-benches --bench micro -- --backend epoll  # one backend
 //! ```
 //!
 //! | name            | ringloop                                   | tokio (current_thread, time driver)           |
@@ -15,11 +17,18 @@
 //! | `future`        | task awaits a `LoopFuture` a callback sets | task awaits a `oneshot` a spawned task sends  |
 //! | `spawn`         | `create_task(async {})` x N, await all     | `tokio::spawn(async {})` x N, await all       |
 //!
-//! Every run builds a fresh loop (or runtime), times only the work, then
-//! closes the loop (drops the runtime). One warm-up run per side, then
-//! `--runs` timed runs per side, alternating; the table reports the best
-//! run (and the median) and the ratio of ringloop's ops/s to tokio's. See
-//! `docs/benchmarks.md` for the discussion and recorded results.
+//! There are three sides: ringloop with its loop forced onto io_uring
+//! (`EventLoop::builder().backend(Backend::Uring)`), ringloop forced onto
+//! epoll, and tokio. Every run builds a fresh loop (or runtime), times only
+//! the work, then closes the loop (drops the runtime). One warm-up run per
+//! side, then `--runs` rounds of one timed run per side, in turn; the table
+//! reports each side's best run (and the median) and the ratios io_uring ÷
+//! tokio and epoll ÷ io_uring of ops/s. These benchmarks do almost no I/O
+//! (the loop polls its backend once per iteration, with a zero timeout
+//! when work is ready), so epoll ÷ io_uring is expected near 1. A backend
+//! that cannot start here (io_uring blocked by seccomp, say) is skipped
+//! and its columns read `n/a`. See `docs/benchmarks.md` for the discussion
+//! and recorded results.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -28,8 +37,11 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use ringloop::{EventLoop, Task, TimerHandle};
-use ringloop_benches::{measure, ops_per_sec, spread_delays, Args, Rate, Samples, Secs, USAGE};
+use ringloop::{Backend, EventLoop, Task, TimerHandle};
+use ringloop_benches::{
+    backend_label, measure, ops_per_sec, probe_backend, spread_delays, Args, Rate, Ratio, Samples,
+    Secs, Side, USAGE,
+};
 use tokio::runtime::Runtime;
 use tokio::sync::{oneshot, Notify};
 
@@ -77,8 +89,12 @@ fn check_count(expected: u64, what: &str) {
     assert_eq!(got, expected, "{what}: expected {expected} runs, saw {got}");
 }
 
-fn new_loop() -> EventLoop {
-    EventLoop::new().expect("creating a ringloop EventLoop (it worked at startup)")
+/// A fresh loop on `backend` (which was probed at startup).
+fn new_loop(backend: Backend) -> EventLoop {
+    EventLoop::builder()
+        .backend(backend)
+        .build()
+        .expect("creating a ringloop EventLoop (this backend worked at startup)")
 }
 
 fn close_loop(lp: &EventLoop) {
@@ -112,8 +128,8 @@ fn rl_feed(lp: &EventLoop, remaining: u64) {
     queued.expect("call_soon on an open loop");
 }
 
-fn rl_call_soon(n: u64) -> Duration {
-    let lp = new_loop();
+fn rl_call_soon(backend: Backend, n: u64) -> Duration {
+    let lp = new_loop(backend);
     reset_counter();
     let start = Instant::now();
     rl_feed(&lp, n);
@@ -160,14 +176,17 @@ fn tk_call_soon(n: u64) -> Duration {
     elapsed
 }
 
-fn bench_call_soon(n: u64, runs: usize) -> (Samples, Samples) {
-    measure(runs, || rl_call_soon(n), || tk_call_soon(n))
+fn bench_call_soon(n: u64, runs: usize, sides: &[Side]) -> Vec<Samples> {
+    measure(runs, sides, |side| match side {
+        Side::Ringloop(b) => rl_call_soon(b, n),
+        Side::Tokio => tk_call_soon(n),
+    })
 }
 
 // ----- 2. timers: schedule and fire -------------------------------------
 
-fn rl_timers(delays: &[Duration]) -> Duration {
-    let lp = new_loop();
+fn rl_timers(backend: Backend, delays: &[Duration]) -> Duration {
+    let lp = new_loop(backend);
     reset_counter();
     let n = delays.len() as u64;
     let start = Instant::now();
@@ -211,15 +230,18 @@ fn tk_timers(delays: &[Duration]) -> Duration {
     elapsed
 }
 
-fn bench_timers(n: u64, runs: usize) -> (Samples, Samples) {
+fn bench_timers(n: u64, runs: usize, sides: &[Side]) -> Vec<Samples> {
     let delays = spread_delays(n, TIMER_SPAN);
-    measure(runs, || rl_timers(&delays), || tk_timers(&delays))
+    measure(runs, sides, |side| match side {
+        Side::Ringloop(b) => rl_timers(b, &delays),
+        Side::Tokio => tk_timers(&delays),
+    })
 }
 
 // ----- 3. timers: schedule and cancel -----------------------------------
 
-fn rl_timers_cancel(delays: &[Duration]) -> Duration {
-    let lp = new_loop();
+fn rl_timers_cancel(backend: Backend, delays: &[Duration]) -> Duration {
+    let lp = new_loop(backend);
     reset_counter();
     let start = Instant::now();
     let handles: Vec<TimerHandle> = delays
@@ -277,19 +299,18 @@ fn tk_timers_cancel(delays: &[Duration]) -> Duration {
     elapsed
 }
 
-fn bench_timers_cancel(n: u64, runs: usize) -> (Samples, Samples) {
+fn bench_timers_cancel(n: u64, runs: usize, sides: &[Side]) -> Vec<Samples> {
     let delays = spread_delays(n, TIMER_SPAN);
-    measure(
-        runs,
-        || rl_timers_cancel(&delays),
-        || tk_timers_cancel(&delays),
-    )
+    measure(runs, sides, |side| match side {
+        Side::Ringloop(b) => rl_timers_cancel(b, &delays),
+        Side::Tokio => tk_timers_cancel(&delays),
+    })
 }
 
 // ----- 4. future set/await -----------------------------------------------
 
-fn rl_future(n: u64) -> Duration {
-    let lp = new_loop();
+fn rl_future(backend: Backend, n: u64) -> Duration {
+    let lp = new_loop(backend);
     let task_lp = lp.clone();
     let start = Instant::now();
     let sum = lp
@@ -341,14 +362,17 @@ fn tk_future(n: u64) -> Duration {
     elapsed
 }
 
-fn bench_future(n: u64, runs: usize) -> (Samples, Samples) {
-    measure(runs, || rl_future(n), || tk_future(n))
+fn bench_future(n: u64, runs: usize, sides: &[Side]) -> Vec<Samples> {
+    measure(runs, sides, |side| match side {
+        Side::Ringloop(b) => rl_future(b, n),
+        Side::Tokio => tk_future(n),
+    })
 }
 
 // ----- 5. task spawn -------------------------------------------------------
 
-fn rl_spawn(n: u64) -> Duration {
-    let lp = new_loop();
+fn rl_spawn(backend: Backend, n: u64) -> Duration {
+    let lp = new_loop(backend);
     let task_lp = lp.clone();
     let start = Instant::now();
     let finished = lp
@@ -396,20 +420,24 @@ fn tk_spawn(n: u64) -> Duration {
     elapsed
 }
 
-fn bench_spawn(n: u64, runs: usize) -> (Samples, Samples) {
-    measure(runs, || rl_spawn(n), || tk_spawn(n))
+fn bench_spawn(n: u64, runs: usize, sides: &[Side]) -> Vec<Samples> {
+    measure(runs, sides, |side| match side {
+        Side::Ringloop(b) => rl_spawn(b, n),
+        Side::Tokio => tk_spawn(n),
+    })
 }
 
 // ----- the table ------------------------------------------------------------
 
 /// One benchmark: its name (what filters match), full size, what one
-/// operation is on each side, and the function running both sides.
+/// operation is on each side, and the function running the given sides
+/// (returning their samples in the same order).
 struct Bench {
     name: &'static str,
     full_n: u64,
     ringloop: &'static str,
     tokio: &'static str,
-    run: fn(u64, usize) -> (Samples, Samples),
+    run: fn(u64, usize, &[Side]) -> Vec<Samples>,
 }
 
 const BENCHES: &[Bench] = &[
@@ -450,71 +478,103 @@ const BENCHES: &[Bench] = &[
     },
 ];
 
-/// A benchmark's result, kept for the summary below the table.
+/// A benchmark's result, kept for the summary below the table. A
+/// ringloop backend that could not start has no samples (`None`).
 struct Row {
     name: &'static str,
     n: u64,
     full: bool,
-    ringloop: Samples,
+    uring: Option<Samples>,
+    epoll: Option<Samples>,
     tokio: Samples,
+}
+
+impl Row {
+    /// The samples of ringloop on `backend`, if it ran.
+    fn ringloop(&self, backend: Backend) -> Option<&Samples> {
+        match backend {
+            Backend::Uring => self.uring.as_ref(),
+            Backend::Epoll => self.epoll.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// `best / median` of a side, or `n/a`.
+fn best_median(samples: Option<&Samples>) -> String {
+    match samples {
+        Some(s) => format!("{} / {}", Secs(s.best()), Secs(s.median())),
+        None => "n/a".to_string(),
+    }
 }
 
 fn print_header() {
     println!(
-        "{:<14} {:>10} {:>14} {:>14} {:>7} {:>13} {:>15} {:>11} {:>12}",
+        "{:<14} {:>10} {:>12} {:>12} {:>12} {:>11} {:>11} {:>19} {:>19} {:>19}",
         "benchmark",
         "n",
-        "ringloop ops/s",
+        "uring ops/s",
+        "epoll ops/s",
         "tokio ops/s",
-        "ratio",
-        "ringloop best",
-        "ringloop median",
-        "tokio best",
-        "tokio median"
+        "uring/tokio",
+        "epoll/uring",
+        "uring best / median",
+        "epoll best / median",
+        "tokio best / median"
     );
-    println!("{}", "-".repeat(127));
+    println!("{}", "-".repeat(168));
 }
 
 fn print_row(row: &Row) {
-    let rl = ops_per_sec(row.n, row.ringloop.best());
-    let tk = ops_per_sec(row.n, row.tokio.best());
+    let rate = |s: Option<&Samples>| s.map(|s| ops_per_sec(row.n, s.best()));
+    let uring = rate(row.uring.as_ref());
+    let epoll = rate(row.epoll.as_ref());
+    let tokio = Some(ops_per_sec(row.n, row.tokio.best()));
+    let show = |r: Option<f64>| r.map_or("n/a".to_string(), |r| Rate(r).to_string());
     println!(
-        "{:<14} {:>10} {:>14} {:>14} {:>7.2} {:>13} {:>15} {:>11} {:>12}",
+        "{:<14} {:>10} {:>12} {:>12} {:>12} {:>11} {:>11} {:>19} {:>19} {:>19}",
         row.name,
         row.n,
-        Rate(rl),
-        Rate(tk),
-        rl / tk,
-        Secs(row.ringloop.best()),
-        Secs(row.ringloop.median()),
-        Secs(row.tokio.best()),
-        Secs(row.tokio.median()),
+        show(uring),
+        show(epoll),
+        show(tokio),
+        Ratio(uring, tokio),
+        Ratio(epoll, uring),
+        best_median(row.uring.as_ref()),
+        best_median(row.epoll.as_ref()),
+        best_median(Some(&row.tokio)),
     );
 }
 
-fn print_targets(rows: &[Row]) {
+fn print_targets(rows: &[Row], backends: &[Backend]) {
     let mut lines = Vec::new();
     for row in rows.iter().filter(|r| r.full) {
-        match row.name {
-            "call_soon" => {
-                let rate = ops_per_sec(row.n, row.ringloop.best());
-                lines.push(format!(
-                    "call_soon >= {}: {} -> {}",
-                    Rate(CALL_SOON_TARGET),
-                    Rate(rate),
-                    verdict(rate >= CALL_SOON_TARGET)
-                ));
+        for &backend in backends {
+            let Some(samples) = row.ringloop(backend) else {
+                continue;
+            };
+            let label = backend_label(backend);
+            match row.name {
+                "call_soon" => {
+                    let rate = ops_per_sec(row.n, samples.best());
+                    lines.push(format!(
+                        "call_soon >= {} ({label}): {} -> {}",
+                        Rate(CALL_SOON_TARGET),
+                        Rate(rate),
+                        verdict(rate >= CALL_SOON_TARGET)
+                    ));
+                }
+                "timers" => {
+                    let best = samples.best();
+                    lines.push(format!(
+                        "timers (1 M schedule + fire) <= {} ({label}): {} -> {}",
+                        Secs(TIMERS_TARGET),
+                        Secs(best),
+                        verdict(best <= TIMERS_TARGET)
+                    ));
+                }
+                _ => {}
             }
-            "timers" => {
-                let best = row.ringloop.best();
-                lines.push(format!(
-                    "timers (1 M schedule + fire) <= {}: {} -> {}",
-                    Secs(TIMERS_TARGET),
-                    Secs(best),
-                    verdict(best <= TIMERS_TARGET)
-                ));
-            }
-            _ => {}
         }
     }
     if !lines.is_empty() {
@@ -570,21 +630,21 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    // io_uring may be unavailable (old kernel, seccomp): say so plainly.
-    let backend = match EventLoop::new() {
-        Ok(lp) => {
-            let backend = lp.backend();
-            if let Err(e) = lp.close() {
-                eprintln!("micro: closing the probe loop failed: {e}");
-                return ExitCode::FAILURE;
-            }
-            backend
+    // io_uring may be unavailable (old kernel, seccomp): say so plainly
+    // and measure the backends that do start.
+    let mut backends = Vec::new();
+    for b in args.backends() {
+        match probe_backend(b) {
+            Ok(()) => backends.push(b),
+            Err(e) => eprintln!("micro: skipping the {b} backend (its columns read n/a): {e}"),
         }
-        Err(e) => {
-            eprintln!("micro: cannot create a ringloop EventLoop: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    }
+    if backends.is_empty() {
+        eprintln!("micro: no ringloop backend can start here");
+        return ExitCode::FAILURE;
+    }
+    let mut sides: Vec<Side> = backends.iter().map(|&b| Side::Ringloop(b)).collect();
+    sides.push(Side::Tokio);
 
     let selected: Vec<&Bench> = BENCHES.iter().filter(|b| args.selects(b.name)).collect();
     if selected.is_empty() {
@@ -594,13 +654,19 @@ fn main() -> ExitCode {
 
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "ringloop micro benchmarks{}: ringloop backend {backend}, tokio current_thread \
-         runtime (time driver), {cpus} CPUs",
+        "ringloop micro benchmarks{}: ringloop on {}, tokio current_thread runtime \
+         (time driver), {cpus} CPUs",
         if args.quick { " (--quick)" } else { "" },
+        backends
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(" and "),
     );
     println!(
-        "1 warm-up + {} timed run{} per side, alternating; ops/s from the best run; \
-         ratio = ringloop ops/s / tokio ops/s (> 1: ringloop faster)",
+        "1 warm-up + {} timed run{} per side, in turn; ops/s from the best run; \
+         uring/tokio > 1: ringloop (io_uring) faster than tokio; epoll/uring ~ 1 expected \
+         (almost no I/O here)",
         args.runs,
         if args.runs == 1 { "" } else { "s" },
     );
@@ -610,18 +676,23 @@ fn main() -> ExitCode {
     let mut rows = Vec::new();
     for b in selected {
         let n = args.size(b.full_n);
-        let (ringloop, tokio) = (b.run)(n, args.runs);
+        let mut samples = (b.run)(n, args.runs, &sides).into_iter();
+        let mut take = |present: bool| if present { samples.next() } else { None };
+        let uring = take(backends.contains(&Backend::Uring));
+        let epoll = take(backends.contains(&Backend::Epoll));
+        let tokio = take(true).unwrap_or_default();
         let row = Row {
             name: b.name,
             n,
             full: n == b.full_n,
-            ringloop,
+            uring,
+            epoll,
             tokio,
         };
         print_row(&row);
         rows.push(row);
     }
-    print_targets(&rows);
+    print_targets(&rows, &backends);
     print_legend(&rows);
     ExitCode::SUCCESS
 }

@@ -1,16 +1,22 @@
 //! Shared helpers for the benchmarks: command-line parsing, a tiny
 //! measurement harness, a deterministic random source and number
-//! formatting.
+//! formatting (this file), plus thread pinning and CPU-time accounting
+//! ([`os`]) and the echo benchmark's settings ([`echo`]).
 //!
-//! The benchmarks use no benchmarking framework. Each one is a pair of
-//! closures, one running the work on ringloop and one running its nearest
-//! tokio equivalent; [`measure`] warms both up once, then times them
-//! alternately (so slow drifts of a noisy machine hit both sides alike)
-//! and keeps every sample. Results are reported from the best sample,
-//! with the median beside it.
+//! The benchmarks use no benchmarking framework. A micro benchmark is one
+//! closure that runs the work on a given [`Side`]: ringloop on one of its
+//! backends, or the nearest tokio equivalent. [`measure`] warms every side
+//! up once, then times them in turn, round after round (so slow drifts of
+//! a noisy machine hit all sides alike), and keeps every sample. Results
+//! are reported from the best sample, with the median beside it.
+
+pub mod echo;
+pub mod os;
 
 use std::fmt;
 use std::time::Duration;
+
+use ringloop::Backend;
 
 /// Samples taken per side when `--runs` is not given.
 pub const DEFAULT_RUNS: usize = 5;
@@ -38,18 +44,23 @@ pub struct Args {
     /// Flags that were not understood and are ignored (reported on
     /// stderr so typos do not go unnoticed).
     pub ignored: Vec<String>,
+    /// `--backend`: measure ringloop on this backend only (default: on
+    /// both, [`Backend::Uring`] and [`Backend::Epoll`]).
+    pub backend: Option<Backend>,
 }
 
 /// The usage text printed for `--help` and for invalid arguments.
 pub const USAGE: &str = "\
 usage: cargo bench -p ringloop-benches --bench micro -- [OPTIONS] [FILTER...]
 
-Runs each benchmark on ringloop and on its nearest tokio (current_thread)
-equivalent and prints ops/s for both and their ratio (ringloop / tokio).
+Runs each benchmark on ringloop (io_uring backend, then epoll backend) and
+on its nearest tokio (current_thread) equivalent, and prints ops/s for all
+three and the ratios io_uring / tokio and epoll / io_uring.
 
   FILTER        run only benchmarks whose name contains FILTER
   --quick       sizes divided by 100 and 2 runs: a smoke test
   --runs N      timed runs per side (default 5; 2 with --quick)
+  --backend B   only this ringloop backend (uring or epoll; default both)
   --list        list the benchmarks and exit
   --help        this text
 
@@ -59,7 +70,8 @@ impl Args {
     /// Parses the arguments that follow the program name.
     ///
     /// Errors (a message meant for the user) only for a malformed
-    /// `--runs`; unknown flags are collected in [`Args::ignored`].
+    /// `--runs` or `--backend`; unknown flags are collected in
+    /// [`Args::ignored`].
     pub fn parse<I, S>(args: I) -> Result<Args, String>
     where
         I: IntoIterator<Item = S>,
@@ -72,6 +84,7 @@ impl Args {
             runs: 0,
             filters: Vec::new(),
             ignored: Vec::new(),
+            backend: None,
         };
         let mut runs: Option<usize> = None;
         let mut it = args.into_iter().map(Into::into);
@@ -88,9 +101,17 @@ impl Args {
                         .ok_or_else(|| "--runs needs a value".to_string())?;
                     runs = Some(parse_runs(&value)?);
                 }
+                "--backend" => {
+                    let value = it
+                        .next()
+                        .ok_or_else(|| "--backend needs a value".to_string())?;
+                    out.backend = Some(parse_backend(&value)?);
+                }
                 other => {
                     if let Some(value) = other.strip_prefix("--runs=") {
                         runs = Some(parse_runs(value)?);
+                    } else if let Some(value) = other.strip_prefix("--backend=") {
+                        out.backend = Some(parse_backend(value)?);
                     } else if other.starts_with('-') {
                         out.ignored.push(other.to_string());
                     } else {
@@ -108,6 +129,15 @@ impl Args {
         self.filters.is_empty() || self.filters.iter().any(|f| name.contains(f.as_str()))
     }
 
+    /// The ringloop backends to measure: the one `--backend` named, or
+    /// both.
+    pub fn backends(&self) -> Vec<Backend> {
+        match self.backend {
+            Some(b) => vec![b],
+            None => BACKENDS.to_vec(),
+        }
+    }
+
     /// `full` in a normal run, `full / QUICK_DIVISOR` (at least 1) in
     /// `--quick` mode.
     pub fn size(&self, full: u64) -> u64 {
@@ -119,7 +149,39 @@ impl Args {
     }
 }
 
-fn parse_runs(value: &str) -> Result<usize, String> {
+/// The ringloop backends, in the order the benchmarks run and print them.
+pub const BACKENDS: [Backend; 2] = [Backend::Uring, Backend::Epoll];
+
+/// A short column label for a backend: `uring` or `epoll`.
+pub fn backend_label(b: Backend) -> &'static str {
+    match b {
+        Backend::Uring => "uring",
+        Backend::Epoll => "epoll",
+        _ => "other",
+    }
+}
+
+/// Parses `uring` / `io_uring` / `epoll` (a message meant for the user
+/// otherwise).
+pub fn parse_backend(value: &str) -> Result<Backend, String> {
+    value
+        .parse::<Backend>()
+        .map_err(|e| format!("--backend: {e}"))
+}
+
+/// Probes whether a ringloop loop can be built on `backend` here (io_uring
+/// may be blocked by seccomp or missing from an old kernel): the loop is
+/// built and closed at once. The error is a message naming the cause.
+pub fn probe_backend(backend: Backend) -> Result<(), String> {
+    let lp = ringloop::EventLoop::builder()
+        .backend(backend)
+        .build()
+        .map_err(|e| e.to_string())?;
+    lp.close()
+        .map_err(|e| format!("closing the probe loop: {e}"))
+}
+
+pub(crate) fn parse_runs(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!(
@@ -167,24 +229,31 @@ impl Samples {
     }
 }
 
-/// Runs `ringloop` and `tokio` once each to warm up (caches, allocator,
-/// page faults), then `runs` more times each, alternating, and returns the
-/// timed samples of each side. Each closure times its own work, so setup
-/// and teardown (building and closing the loop or runtime) stay outside.
-pub fn measure(
-    runs: usize,
-    mut ringloop: impl FnMut() -> Duration,
-    mut tokio: impl FnMut() -> Duration,
-) -> (Samples, Samples) {
-    let _ = ringloop();
-    let _ = tokio();
-    let mut rl = Samples::default();
-    let mut tk = Samples::default();
-    for _ in 0..runs {
-        rl.push(ringloop());
-        tk.push(tokio());
+/// One side of a micro benchmark: ringloop on a backend, or tokio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// ringloop, with its loop built on this backend.
+    Ringloop(Backend),
+    /// The nearest tokio (current_thread) equivalent.
+    Tokio,
+}
+
+/// Runs every side once to warm up (caches, allocator, page faults), then
+/// `runs` rounds in which each side runs once, in the order given, and
+/// returns the timed samples of each side (same order as `sides`). `run`
+/// times its own work, so setup and teardown (building and closing the
+/// loop or runtime) stay outside.
+pub fn measure(runs: usize, sides: &[Side], mut run: impl FnMut(Side) -> Duration) -> Vec<Samples> {
+    for &side in sides {
+        let _ = run(side);
     }
-    (rl, tk)
+    let mut samples = vec![Samples::default(); sides.len()];
+    for _ in 0..runs {
+        for (i, &side) in sides.iter().enumerate() {
+            samples[i].push(run(side));
+        }
+    }
+    samples
 }
 
 /// Operations per second for `n` operations taking `d` (infinite for a
@@ -233,6 +302,21 @@ impl fmt::Display for Secs {
             format!("{:.1} us", s * 1e6)
         };
         f.pad(&text)
+    }
+}
+
+/// A ratio `a / b` printed with two decimals, or `n/a` when either side is
+/// missing (a backend that could not start) or `b` is zero.
+pub struct Ratio(pub Option<f64>, pub Option<f64>);
+
+impl fmt::Display for Ratio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => {
+                f.pad(&format!("{:.2}", a / b))
+            }
+            _ => f.pad("n/a"),
+        }
     }
 }
 
@@ -333,6 +417,42 @@ mod tests {
     }
 
     #[test]
+    fn backend_flag() {
+        let a = Args::parse(["--backend", "epoll"]).expect("valid");
+        assert_eq!(a.backends(), vec![Backend::Epoll]);
+        let a = Args::parse(["--backend=io_uring"]).expect("valid");
+        assert_eq!(a.backends(), vec![Backend::Uring]);
+        let a = Args::parse(["--quick"]).expect("valid");
+        assert_eq!(a.backends(), vec![Backend::Uring, Backend::Epoll]);
+        assert!(Args::parse(["--backend", "kqueue"]).is_err());
+        assert!(Args::parse(["--backend"]).is_err());
+    }
+
+    #[test]
+    fn measure_warms_up_then_alternates() {
+        let sides = [
+            Side::Ringloop(Backend::Uring),
+            Side::Ringloop(Backend::Epoll),
+            Side::Tokio,
+        ];
+        let mut order = Vec::new();
+        let samples = measure(2, &sides, |side| {
+            order.push(side);
+            Duration::from_millis(order.len() as u64)
+        });
+        // One warm-up round, then two timed rounds, each in side order.
+        assert_eq!(order.len(), 9);
+        assert_eq!(&order[..3], &sides);
+        assert_eq!(&order[3..6], &sides);
+        assert_eq!(&order[6..], &sides);
+        assert_eq!(samples.len(), 3);
+        assert!(samples.iter().all(|s| s.len() == 2));
+        // The warm-up (calls 1..=3) is not kept.
+        assert_eq!(samples[0].best(), Duration::from_millis(4));
+        assert_eq!(samples[2].best(), Duration::from_millis(6));
+    }
+
+    #[test]
     fn samples_best_and_median() {
         let mut s = Samples::default();
         assert_eq!(s.best(), Duration::ZERO);
@@ -352,6 +472,9 @@ mod tests {
         assert_eq!(Secs(Duration::from_millis(412)).to_string(), "412.0 ms");
         assert_eq!(Secs(Duration::from_secs(2)).to_string(), "2.000 s");
         assert_eq!(format!("{:>10}", Rate(1_500.0)), "  1.50 k/s");
+        assert_eq!(Ratio(Some(3.0), Some(2.0)).to_string(), "1.50");
+        assert_eq!(format!("{:>5}", Ratio(None, Some(2.0))), "  n/a");
+        assert_eq!(Ratio(Some(1.0), Some(0.0)).to_string(), "n/a");
     }
 
     #[test]
