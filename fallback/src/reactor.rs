@@ -9,6 +9,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Which readiness to wait for.
@@ -79,7 +80,50 @@ pub struct Reactor {
     buf: Vec<libc::epoll_event>,
 }
 
+/// Cleared once `epoll_pwait2` answered `ENOSYS`.
+static PWAIT2: AtomicBool = AtomicBool::new(true);
+
 impl Reactor {
+    /// One wait into the buffer's spare capacity; the raw return value.
+    fn wait_raw(&mut self, timeout: Option<Duration>, cap: usize) -> i64 {
+        let epfd = self.epfd.as_raw_fd();
+        let events = self.buf.as_mut_ptr();
+        if let Some(d) = timeout {
+            if !d.is_zero() && PWAIT2.load(Ordering::Relaxed) {
+                let ts = libc::timespec {
+                    tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+                    tv_nsec: d.subsec_nanos() as libc::c_long,
+                };
+                // SAFETY: raw epoll_pwait2(epfd, events, maxevents,
+                // timeout, sigmask = NULL, sigsetsize): the kernel writes
+                // at most `cap` events into the buffer's capacity and only
+                // reads `ts`.
+                let n = unsafe {
+                    libc::syscall(
+                        libc::SYS_epoll_pwait2,
+                        epfd,
+                        events,
+                        cap as libc::c_int,
+                        &ts as *const libc::timespec,
+                        std::ptr::null::<libc::sigset_t>(),
+                        0usize,
+                    )
+                };
+                if n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+                    return n;
+                }
+                PWAIT2.store(false, Ordering::Relaxed);
+            }
+        }
+        let ms: i32 = match timeout {
+            None => -1,
+            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+        };
+        // SAFETY: the kernel writes at most `cap` events into the buffer's
+        // capacity.
+        i64::from(unsafe { libc::epoll_wait(epfd, events, cap as i32, ms) })
+    }
+
     /// A new, close-on-exec epoll instance.
     pub fn new() -> io::Result<Reactor> {
         // SAFETY: plain system call; the result is checked.
@@ -136,23 +180,13 @@ impl Reactor {
     }
 
     /// Waits at most `timeout` (`None`: until something is ready) and
-    /// appends what became ready to `out`. The wait is rounded up to whole
-    /// milliseconds, so it never ends before the timeout. An interrupted
-    /// wait returns with no events.
+    /// appends what became ready to `out`. The wait has nanosecond
+    /// precision where the kernel has `epoll_pwait2` (5.11+); elsewhere it
+    /// is rounded up to whole milliseconds, so it never ends before the
+    /// timeout. An interrupted wait returns with no events.
     pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Event>) -> io::Result<()> {
-        let ms: i32 = match timeout {
-            None => -1,
-            Some(d) => {
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                ms.min(i32::MAX as u128) as i32
-            }
-        };
         let cap = self.buf.capacity().max(1);
-        // SAFETY: the kernel writes at most `cap` events into the buffer's
-        // capacity; we set the length to what it reports.
-        let n = unsafe {
-            libc::epoll_wait(self.epfd.as_raw_fd(), self.buf.as_mut_ptr(), cap as i32, ms)
-        };
+        let n = self.wait_raw(timeout, cap);
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.raw_os_error() == Some(libc::EINTR) {
@@ -161,7 +195,7 @@ impl Reactor {
                 Err(e)
             };
         }
-        // SAFETY: `n` entries were initialised by epoll_wait (n <= cap).
+        // SAFETY: `n` entries were initialised by the wait (n <= cap).
         unsafe { self.buf.set_len(n as usize) };
         for ev in &self.buf {
             let bits = ev.events;
