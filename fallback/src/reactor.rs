@@ -94,10 +94,10 @@ impl Reactor {
                     tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
                     tv_nsec: d.subsec_nanos() as libc::c_long,
                 };
-                // SAFETY: raw epoll_pwait2(epfd, events, maxevents,
-                // timeout, sigmask = NULL, sigsetsize): the kernel writes
-                // at most `cap` events into the buffer's capacity and only
-                // reads `ts`.
+                // Raw epoll_pwait2(epfd, events, maxevents, timeout,
+                // sigmask = NULL, sigsetsize).
+                // SAFETY: the kernel writes at most `cap` events into the
+                // buffer's capacity and only reads `ts`.
                 let n = unsafe {
                     libc::syscall(
                         libc::SYS_epoll_pwait2,

@@ -112,13 +112,14 @@ impl UringDriver {
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         loop {
             let ring = self.ring.as_mut().ok_or_else(closed)?;
-            // SAFETY: every pointer in `entry` points into heap memory owned
-            // by an `OpKind` value (or by this driver, for the wake read and
-            // cancels carry no pointer). That memory stays alive and
-            // untouched until the slot's terminal CQE: the value lives in
-            // its `Op` or, if dropped early, in `Slot::Abandoned`; shutdown
+            // Every pointer in `entry` points into heap memory owned by an
+            // `OpKind` value (the driver's own wake buffer for the eventfd
+            // read; cancels carry no pointer). The value lives in its `Op`
+            // or, if dropped early, in `Slot::Abandoned`, and shutdown
             // leaks it (`Slot::Orphaned`) rather than free it early.
-            if unsafe { ring.submission().push(entry) }.is_ok() {
+            // SAFETY: so that memory stays valid until the terminal CQE.
+            let pushed = unsafe { ring.submission().push(entry) };
+            if pushed.is_ok() {
                 return Ok(());
             }
             self.submit_now()?;
