@@ -197,8 +197,10 @@ impl EventLoop {
     ///
     /// Errors: [`Error::LoopClosed`]; an invalid descriptor (`EBADF`); a
     /// descriptor in use by a running ringloop operation
-    /// (`ResourceBusy`). If the descriptor is closed while watched, the
-    /// exception handler is told and the watch ends.
+    /// (`ResourceBusy`). If the descriptor is closed by the callback
+    /// itself, the next poll fails: the exception handler is told and the
+    /// watch ends. Close a watched descriptor only after `remove_reader`:
+    /// closed while the watcher waits, it is not noticed.
     ///
     /// # Example
     ///

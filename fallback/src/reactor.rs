@@ -54,7 +54,10 @@ impl Interest {
     fn epoll_bits(self) -> u32 {
         let mut bits = libc::EPOLLONESHOT as u32;
         if self.read {
-            bits |= (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32;
+            // Not EPOLLPRI: one urgent (MSG_OOB) byte from the peer sets
+            // only PRI, which no read clears, and a one-shot re-arm would
+            // then fire forever (io_uring's POLLIN ignores it too).
+            bits |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
         }
         if self.write {
             bits |= libc::EPOLLOUT as u32;
@@ -80,7 +83,8 @@ pub struct Reactor {
     buf: Vec<libc::epoll_event>,
 }
 
-/// Cleared once `epoll_pwait2` answered `ENOSYS`.
+/// Cleared once `epoll_pwait2` is refused (`ENOSYS`, or `EPERM`/`EINVAL`
+/// from a seccomp profile).
 static PWAIT2: AtomicBool = AtomicBool::new(true);
 
 impl Reactor {
@@ -109,7 +113,14 @@ impl Reactor {
                         0usize,
                     )
                 };
-                if n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+                let refused = matches!(
+                    io::Error::last_os_error().raw_os_error(),
+                    // ENOSYS: an old kernel. EPERM/EINVAL: a seccomp
+                    // profile older than the syscall refuses it, as it
+                    // refuses io_uring in the very places epoll runs.
+                    Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EINVAL)
+                );
+                if n >= 0 || !refused {
                     return n;
                 }
                 PWAIT2.store(false, Ordering::Relaxed);
@@ -202,8 +213,7 @@ impl Reactor {
             let failed = bits & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
             out.push(Event {
                 token: ev.u64,
-                readable: failed
-                    || bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 != 0,
+                readable: failed || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0,
                 writable: failed || bits & libc::EPOLLOUT as u32 != 0,
             });
         }

@@ -133,6 +133,11 @@ impl EventLoop {
             _ => true,
         };
         let sock_type = SockRef::from(sock).r#type();
+        // sendfile(2) has no MSG_DONTWAIT: on epoll a blocking socket takes
+        // the buffered path (its sends never block) rather than block the
+        // loop thread.
+        let blocking_on_epoll = backend != Backend::Uring
+            && !crate::driver::op::sys::is_nonblocking(sock.as_fd().as_raw_fd()).unwrap_or(false);
         let sock = sock.as_fd().as_raw_fd();
         async move {
             if count == Some(0) {
@@ -166,6 +171,14 @@ impl EventLoop {
                 sent: Cell::new(0),
                 seekable: regular,
             };
+            if blocking_on_epoll {
+                let reader = ChunkReader {
+                    driver: driver.clone(),
+                    lp,
+                    on_executor: regular,
+                };
+                return send_buffered(&driver, &reader, sock, file, count, &guard).await;
+            }
             if regular && zero_copy_ok {
                 let sent = if backend == Backend::Uring {
                     send_spliced(&driver, sock, file, count, &guard).await

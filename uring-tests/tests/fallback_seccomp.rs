@@ -21,7 +21,8 @@ const AUDIT_ARCH: u32 = 0xC000_003E;
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 0xC000_00B7;
 
-/// Makes `io_uring_setup` fail with EPERM in this process, for good.
+/// Makes `io_uring_setup` and `epoll_pwait2` fail with EPERM in this
+/// process, for good.
 fn forbid_io_uring() {
     const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
     const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
@@ -29,13 +30,16 @@ fn forbid_io_uring() {
     const RET_ERRNO: u32 = 0x0005_0000;
     const RET_ALLOW: u32 = 0x7fff_0000;
     let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // Also refuses epoll_pwait2 with EPERM, as profiles older than that
+    // syscall do: the epoll backend must fall back to epoll_wait.
     let mut prog = [
         f(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
         f(JEQ_K, 0, 3, AUDIT_ARCH),
         f(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
-        f(JEQ_K, 0, 1, libc::SYS_io_uring_setup as u32),
-        f(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
+        f(JEQ_K, 2, 0, libc::SYS_io_uring_setup as u32),
+        f(JEQ_K, 1, 0, libc::SYS_epoll_pwait2 as u32),
         f(RET_K, 0, 0, RET_ALLOW),
+        f(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
     ];
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,

@@ -523,3 +523,43 @@ fn debug_mode_rejects_blocking_sockets() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("non-blocking"));
 }
+
+#[test]
+fn sock_sendfile_on_a_blocking_socket_does_not_block_the_loop() {
+    let lp = TestLoop::new();
+    let data = pattern(16 * 1024 * 1024, 9);
+    let file = Rc::new(tempfile_with(&data));
+    let (client, server) = tcp_pair();
+    client.set_nonblocking(false).unwrap(); // against the spec, on purpose
+                                            // The peer reads only after 150 ms: until then the socket is full.
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        let mut server = server;
+        server.set_nonblocking(false).unwrap();
+        let mut all = Vec::new();
+        server.read_to_end(&mut all).unwrap();
+        all
+    });
+    let ticks = Rc::new(std::cell::Cell::new(0u32));
+    fn tick(lp: EventLoop, n: Rc<std::cell::Cell<u32>>) {
+        n.set(n.get() + 1);
+        let l = lp.clone();
+        lp.call_later(Duration::from_millis(10), move || tick(l, n))
+            .unwrap();
+    }
+    let (l, t) = (lp.lp(), ticks.clone());
+    lp.call_soon(move || tick(l, t)).unwrap();
+    let (l, f, t) = (lp.lp(), file.clone(), ticks.clone());
+    let (sent, ticks_during) = lp.block_on(async move {
+        let n = l.sock_sendfile(&client, &f, 0, None, true).await.unwrap();
+        let during = t.get();
+        drop(client);
+        (n, during)
+    });
+    assert_eq!(sent, data.len());
+    assert!(
+        ticks_during >= 5,
+        "the loop kept running: {ticks_during} ticks"
+    );
+    assert!(reader.join().unwrap() == data);
+}

@@ -226,3 +226,34 @@ fn after_close_add_is_an_error_and_remove_is_false() {
     assert!(!lp.remove_reader(&b));
     assert!(!lp.remove_writer(&b));
 }
+
+#[test]
+fn an_urgent_byte_from_the_peer_does_not_spin_the_loop() {
+    // TCP urgent data (MSG_OOB) sets only "priority" readiness, which no
+    // read clears; a reader waiting for normal data must not be woken
+    // over and over by it (a remote peer could otherwise burn a core).
+    let lp = TestLoop::new();
+    let (client, server) = ringloop_uring_tests::tcp_pair();
+    let sent = unsafe {
+        // SAFETY (test): send one byte from a valid buffer on our socket.
+        libc::send(client.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB)
+    };
+    assert_eq!(sent, 1);
+    std::thread::sleep(Duration::from_millis(20));
+    let calls = Rc::new(Cell::new(0u32));
+    let c = calls.clone();
+    lp.add_reader(&server, move || c.set(c.get() + 1)).unwrap();
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    lp.call_later(Duration::from_millis(30), move || d.set(true))
+        .unwrap();
+    let mut iterations = 0;
+    while !done.get() {
+        lp.run_once().unwrap();
+        iterations += 1;
+        assert!(iterations < 50, "spinning: {iterations} iterations");
+    }
+    assert!(iterations <= 4, "took {iterations} iterations");
+    assert_eq!(calls.get(), 0, "no normal data arrived");
+    lp.remove_reader(&server);
+}

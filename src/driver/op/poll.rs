@@ -31,7 +31,7 @@ impl OpKind for PollOnce {
     const USES_FD: bool = false;
 
     fn readiness(&self) -> (RawFd, Interest) {
-        let read = self.mask & (libc::POLLIN | libc::POLLPRI) as u32 != 0;
+        let read = self.mask & libc::POLLIN as u32 != 0;
         let write = self.mask & libc::POLLOUT as u32 != 0;
         (self.fd, Interest { read, write })
     }
