@@ -199,3 +199,33 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Runs `lp` one iteration at a time until a timer `after` from now has
+/// fired; returns how many iterations that took (a loop that spins shows
+/// up as many). Panics past `limit` iterations.
+pub fn iterations_until(lp: &EventLoop, after: Duration, limit: usize) -> usize {
+    let done = Rc::new(std::cell::Cell::new(false));
+    let d = done.clone();
+    lp.call_later(after, move || d.set(true)).expect("schedule");
+    let mut iterations = 0;
+    while !done.get() {
+        lp.run_once().expect("run_once");
+        iterations += 1;
+        assert!(iterations < limit, "spinning: {iterations} iterations");
+    }
+    iterations
+}
+
+/// Starts a callback that counts its runs every `period`, for as long as
+/// the loop runs: proof that the loop thread is not blocked.
+pub fn start_ticker(lp: &EventLoop, period: Duration) -> Rc<std::cell::Cell<u32>> {
+    fn tick(lp: EventLoop, n: Rc<std::cell::Cell<u32>>, period: Duration) {
+        n.set(n.get() + 1);
+        let l = lp.clone();
+        let _ = lp.call_later(period, move || tick(l, n, period));
+    }
+    let ticks = Rc::new(std::cell::Cell::new(0u32));
+    let (l, t) = (lp.clone(), ticks.clone());
+    lp.call_soon(move || tick(l, t, period)).expect("schedule");
+    ticks
+}

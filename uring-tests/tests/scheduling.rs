@@ -225,16 +225,7 @@ fn waiting_for_a_timer_takes_few_iterations() {
     // No busy spinning: reaching a 30 ms deadline must take a handful of
     // iterations (one wait), not thousands of zero-timeout polls.
     let lp = TestLoop::new();
-    let done = Rc::new(Cell::new(false));
-    let d = done.clone();
-    lp.call_later(Duration::from_millis(30), move || d.set(true))
-        .unwrap();
-    let mut iterations = 0;
-    while !done.get() {
-        lp.run_once().unwrap();
-        iterations += 1;
-        assert!(iterations < 20, "spinning: {iterations} iterations");
-    }
+    let iterations = ringloop_uring_tests::iterations_until(&lp, Duration::from_millis(30), 20);
     assert!(iterations <= 3, "took {iterations} iterations");
 }
 

@@ -483,15 +483,7 @@ fn blocking_sockets_never_block_the_loop() {
     let lp = TestLoop::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap(); // blocking
     let addr = listener.local_addr().unwrap();
-    let ticks = Rc::new(std::cell::Cell::new(0u32));
-    fn tick(lp: EventLoop, n: Rc<std::cell::Cell<u32>>) {
-        n.set(n.get() + 1);
-        let l = lp.clone();
-        lp.call_later(Duration::from_millis(5), move || tick(l, n))
-            .unwrap();
-    }
-    let (l, t) = (lp.lp(), ticks.clone());
-    lp.call_soon(move || tick(l, t)).unwrap();
+    let ticks = ringloop_uring_tests::start_ticker(&lp, Duration::from_millis(5));
     let l = lp.lp();
     let t = ticks.clone();
     let got = lp.block_on(async move {
@@ -540,15 +532,7 @@ fn sock_sendfile_on_a_blocking_socket_does_not_block_the_loop() {
         server.read_to_end(&mut all).unwrap();
         all
     });
-    let ticks = Rc::new(std::cell::Cell::new(0u32));
-    fn tick(lp: EventLoop, n: Rc<std::cell::Cell<u32>>) {
-        n.set(n.get() + 1);
-        let l = lp.clone();
-        lp.call_later(Duration::from_millis(10), move || tick(l, n))
-            .unwrap();
-    }
-    let (l, t) = (lp.lp(), ticks.clone());
-    lp.call_soon(move || tick(l, t)).unwrap();
+    let ticks = ringloop_uring_tests::start_ticker(&lp, Duration::from_millis(10));
     let (l, f, t) = (lp.lp(), file.clone(), ticks.clone());
     let (sent, ticks_during) = lp.block_on(async move {
         let n = l.sock_sendfile(&client, &f, 0, None, true).await.unwrap();

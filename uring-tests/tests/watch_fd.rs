@@ -243,16 +243,7 @@ fn an_urgent_byte_from_the_peer_does_not_spin_the_loop() {
     let calls = Rc::new(Cell::new(0u32));
     let c = calls.clone();
     lp.add_reader(&server, move || c.set(c.get() + 1)).unwrap();
-    let done = Rc::new(Cell::new(false));
-    let d = done.clone();
-    lp.call_later(Duration::from_millis(30), move || d.set(true))
-        .unwrap();
-    let mut iterations = 0;
-    while !done.get() {
-        lp.run_once().unwrap();
-        iterations += 1;
-        assert!(iterations < 50, "spinning: {iterations} iterations");
-    }
+    let iterations = ringloop_uring_tests::iterations_until(&lp, Duration::from_millis(30), 50);
     assert!(iterations <= 4, "took {iterations} iterations");
     assert_eq!(calls.get(), 0, "no normal data arrived");
     lp.remove_reader(&server);
