@@ -29,6 +29,10 @@ pub struct ErrorContext {
     pub task: Option<TaskHandle>,
     /// The socket involved (`socket`).
     pub socket: Option<RawFd>,
+    /// The transport involved (`transport`).
+    pub transport: Option<crate::Transport>,
+    /// The protocol involved, by type name (`protocol`).
+    pub protocol: Option<String>,
     /// Where the failing callback or task was created
     /// (`source_traceback`, always recorded).
     pub location: Option<&'static Location<'static>>,
@@ -64,6 +68,8 @@ impl fmt::Debug for ErrorContext {
             .field("handle", &self.handle)
             .field("task", &self.task)
             .field("socket", &self.socket)
+            .field("transport", &self.transport)
+            .field("protocol", &self.protocol)
             .field("location", &self.location.map(|l| l.to_string()))
             .finish()
     }
@@ -83,6 +89,9 @@ impl fmt::Display for ErrorContext {
         }
         if let Some(fd) = self.socket {
             write!(f, " (socket fd {fd})")?;
+        }
+        if let Some(p) = &self.protocol {
+            write!(f, " (protocol: {p})")?;
         }
         if let Some(l) = self.location {
             write!(f, " (created at {l})")?;

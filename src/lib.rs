@@ -44,10 +44,12 @@ mod future;
 mod handle;
 pub mod net;
 mod policy;
+mod protocol;
 mod sleep;
 mod task;
 mod threadsafe;
 mod timers;
+mod transport;
 mod watch;
 
 pub use buf::IoBufMut;
@@ -65,9 +67,13 @@ pub use policy::{
     get_event_loop, get_event_loop_policy, new_event_loop, run, set_event_loop,
     set_event_loop_policy, DefaultEventLoopPolicy, EventLoopPolicy,
 };
+pub use protocol::{BaseProtocol, DatagramProtocol, Protocol};
 pub use sleep::Sleep;
 pub use task::{LocalBoxFuture, Task, TaskFactory, TaskHandle};
 pub use threadsafe::{LoopHandle, RemoteHandle};
+pub use transport::{
+    DatagramTransport, ExtraInfo, Transport, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+};
 
 /// The README's example, compiled and run as a doctest so it cannot rot.
 #[doc = include_str!("../README.md")]

@@ -2,10 +2,14 @@
 //! (with later work) transports and servers.
 
 mod address;
+mod connection;
 mod resolve;
 mod sendfile;
+mod server;
 mod sock;
 
 pub use address::Address;
+pub use connection::ConnectOptions;
 pub use resolve::{AddrInfo, AddrInfoHints};
+pub use server::{Server, ServerOptions};
 pub use sock::AcceptSocket;

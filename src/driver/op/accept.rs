@@ -38,6 +38,15 @@ impl Accept {
             blocking: None,
         }
     }
+
+    /// For a listener known to be non-blocking (our servers' own):
+    /// skips the mode lookup on the readiness path.
+    pub(crate) fn nonblocking(fd: RawFd) -> Accept {
+        Accept {
+            blocking: Some(false),
+            ..Accept::new(fd)
+        }
+    }
 }
 
 /// Takes ownership of a descriptor the kernel just created for us.

@@ -26,6 +26,7 @@ pub(crate) mod poll;
 pub(crate) mod read;
 pub(crate) mod recv;
 pub(crate) mod send;
+pub(crate) mod sendmsg;
 pub(crate) mod splice;
 pub(crate) mod sys;
 

@@ -1,0 +1,692 @@
+//! The stream transport's machinery: state, the pump that moves bytes,
+//! and asyncio's close, abort and error paths.
+//!
+//! One internal task (the *pump*) per connection drives the receive and
+//! send operations. It runs when an operation completes or when `write`
+//! queues bytes with no send in flight; one run delivers what arrived,
+//! lets the protocol react, and starts the next send with everything the
+//! protocol wrote, so an echo costs one task step per round trip and all
+//! connections' operations leave in the loop's next `io_uring_enter`.
+//!
+//! Protocol methods are called with no borrow of the transport's state
+//! held, so a protocol may call back into its transport from any of
+//! them.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
+
+use socket2::SockAddr;
+
+use super::read::{ReadEvent, Reader};
+use super::write_buf::{Limits, WriteBuffer};
+use super::Transport;
+use crate::driver::op::sendmsg::SendMsg;
+use crate::driver::op::{DriverRef, Op};
+use crate::error::Error;
+use crate::event_loop::{EventLoop, LoopInner};
+use crate::exception::ErrorContext;
+use crate::protocol::Protocol;
+
+/// After this many writes to a lost connection, each further one logs a
+/// warning (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
+const CONNLOST_WARN_AFTER: u32 = 5;
+
+/// Called when a transport is gone, to let its server count it out.
+pub(crate) type DetachHook = Box<dyn FnOnce()>;
+
+/// The part of the state a `write` or `close` may touch.
+pub(crate) struct State {
+    pub(crate) buf: WriteBuffer,
+    pub(crate) limits: Limits,
+    /// `close()` or a fatal error started the end.
+    pub(crate) closing: bool,
+    /// asyncio's `_conn_lost`: nonzero once `connection_lost` is
+    /// scheduled; counts writes made after.
+    pub(crate) conn_lost: u32,
+    /// `write_eof()` was called.
+    pub(crate) eof_requested: bool,
+    /// `shutdown(SHUT_WR)` done.
+    pub(crate) eof_sent: bool,
+    /// `pause_reading()` in effect.
+    pub(crate) read_paused: bool,
+    /// The peer's EOF arrived.
+    pub(crate) eof_received: bool,
+    /// `pause_writing()` was called and not yet matched by resume.
+    pub(crate) protocol_paused: bool,
+    /// A `sendfile` owns the socket: `write` is an error.
+    pub(crate) sendfile_active: bool,
+}
+
+/// A stream connection (TCP or Unix socket).
+pub(crate) struct StreamInner {
+    pub(crate) lp: Weak<LoopInner>,
+    pub(crate) driver: DriverRef,
+    /// The socket; taken (closed) after `connection_lost`.
+    fd: RefCell<Option<OwnedFd>>,
+    pub(crate) raw_fd: RawFd,
+    pub(crate) is_tcp: bool,
+    pub(crate) state: RefCell<State>,
+    protocol: RefCell<Option<Rc<RefCell<dyn Protocol>>>>,
+    protocol_name: &'static str,
+    reader: RefCell<Reader>,
+    send: RefCell<Option<Op<SendMsg>>>,
+    /// The pump task's waker (set at its first run).
+    pump_waker: RefCell<Option<Waker>>,
+    /// The pump is running: a `write` need not wake it.
+    in_pump: Cell<bool>,
+    /// `connection_lost` ran (or the loop closed): the pump ends.
+    finished: Cell<bool>,
+    /// Woken when the write buffer drains (`sendfile`, `drain`).
+    empty_waiters: RefCell<Vec<Waker>>,
+    detach: RefCell<Option<DetachHook>>,
+    pub(crate) peername: std::cell::OnceCell<Option<SockAddr>>,
+    pub(crate) sockname: std::cell::OnceCell<Option<SockAddr>>,
+}
+
+fn is_ignored_error(e: &io::Error) -> bool {
+    // asyncio's _FATAL_ERROR_IGNORE: BrokenPipeError, ConnectionResetError,
+    // ConnectionAbortedError end the connection without a report.
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPIPE | libc::ESHUTDOWN | libc::ECONNRESET | libc::ECONNABORTED)
+    ) || matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+fn clone_io_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl StreamInner {
+    /// Builds the transport, schedules `connection_made`, then starts the
+    /// pump (which starts reading): asyncio's order.
+    #[track_caller]
+    pub(crate) fn start<P: Protocol>(
+        lp: &EventLoop,
+        sock: OwnedFd,
+        protocol: Rc<RefCell<P>>,
+        detach: Option<DetachHook>,
+    ) -> crate::Result<Transport> {
+        let raw_fd = sock.as_raw_fd();
+        let sref = socket2::SockRef::from(&sock);
+        sref.set_nonblocking(true)?;
+        let is_tcp = matches!(
+            sref.domain(),
+            Ok(d) if d == socket2::Domain::IPV4 || d == socket2::Domain::IPV6
+        );
+        if is_tcp {
+            // asyncio sets TCP_NODELAY on every TCP transport (3.6+). A
+            // failure (not a TCP socket after all) is harmless.
+            let _ = sref.set_tcp_nodelay(true);
+        }
+        let driver = lp.driver_ref();
+        let reader = Reader::new(lp, raw_fd);
+        let protocol: Rc<RefCell<dyn Protocol>> = protocol;
+        let inner = Rc::new(StreamInner {
+            lp: lp.downgrade(),
+            driver,
+            fd: RefCell::new(Some(sock)),
+            raw_fd,
+            is_tcp,
+            state: RefCell::new(State {
+                buf: WriteBuffer::default(),
+                limits: Limits::default(),
+                closing: false,
+                conn_lost: 0,
+                eof_requested: false,
+                eof_sent: false,
+                read_paused: false,
+                eof_received: false,
+                protocol_paused: false,
+                sendfile_active: false,
+            }),
+            protocol: RefCell::new(Some(protocol)),
+            protocol_name: std::any::type_name::<P>(),
+            reader: RefCell::new(reader),
+            send: RefCell::new(None),
+            pump_waker: RefCell::new(None),
+            in_pump: Cell::new(false),
+            finished: Cell::new(false),
+            empty_waiters: RefCell::new(Vec::new()),
+            detach: RefCell::new(detach),
+            peername: std::cell::OnceCell::new(),
+            sockname: std::cell::OnceCell::new(),
+        });
+        let transport = Transport {
+            inner: inner.clone(),
+        };
+        let made = transport.clone();
+        let location = Location::caller();
+        let starting = inner.clone();
+        let scheduled = lp.inner().call_soon_boxed(
+            Box::new(move || {
+                starting.call_protocol("connection_made", |p| p.connection_made(made));
+            }),
+            location,
+        );
+        if let Err(e) = scheduled {
+            inner.teardown();
+            return Err(e);
+        }
+        if let Err(e) = crate::task::spawn_internal(lp, Pump(inner.clone())) {
+            inner.teardown();
+            return Err(e);
+        }
+        Ok(transport)
+    }
+
+    pub(crate) fn loop_(&self) -> Option<EventLoop> {
+        self.lp.upgrade().map(EventLoop::from_inner)
+    }
+
+    /// Calls a protocol method with no transport borrow held, catching a
+    /// panic (reported, then the connection is closed). `None` when the
+    /// protocol is gone, borrowed elsewhere, or panicked.
+    pub(crate) fn call_protocol<R>(
+        self: &Rc<Self>,
+        what: &'static str,
+        f: impl FnOnce(&mut dyn Protocol) -> R,
+    ) -> Option<R> {
+        let protocol = self.protocol.borrow().clone()?;
+        let Ok(mut p) = protocol.try_borrow_mut() else {
+            return None;
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(&mut *p))) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                drop(p);
+                let err = Error::from_panic(&*payload);
+                let msg = format!("Fatal error: protocol.{what}() call failed.");
+                self.fatal_error(io::Error::other(err.clone()), &msg, Some(err));
+                None
+            }
+        }
+    }
+
+    /// The protocol is borrowed elsewhere (by the user across an await):
+    /// true means "try again later".
+    fn protocol_busy(&self) -> bool {
+        self.protocol
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| p.try_borrow_mut().is_err())
+    }
+
+    fn wake_pump(&self) {
+        if self.in_pump.get() {
+            return;
+        }
+        if let Some(w) = self.pump_waker.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// `write`: queue, wake the pump, maybe pause the protocol.
+    pub(crate) fn write_with(
+        self: &Rc<Self>,
+        len: usize,
+        push: impl FnOnce(&mut WriteBuffer),
+    ) -> crate::Result<()> {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.eof_requested {
+                return Err(Error::InvalidState("cannot call write() after write_eof()"));
+            }
+            if st.sendfile_active {
+                return Err(Error::InvalidState(
+                    "cannot call write() while sendfile is in progress",
+                ));
+            }
+            if len == 0 {
+                return Ok(());
+            }
+            if st.conn_lost > 0 {
+                if st.conn_lost >= CONNLOST_WARN_AFTER {
+                    tracing::warn!(target: "ringloop", "socket.send() raised exception.");
+                }
+                st.conn_lost += 1;
+                return Ok(());
+            }
+            push(&mut st.buf);
+        }
+        if self.send.borrow().is_none() {
+            self.wake_pump();
+        }
+        self.maybe_pause_protocol();
+        Ok(())
+    }
+
+    pub(crate) fn maybe_pause_protocol(self: &Rc<Self>) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.buf.size() <= st.limits.high || st.protocol_paused {
+                return;
+            }
+            st.protocol_paused = true;
+        }
+        if self.protocol_busy() {
+            // Called from inside a protocol method (a write in
+            // data_received): call pause_writing as soon as it returns.
+            let me = self.clone();
+            if let Some(lp) = self.loop_() {
+                let _ = lp.call_soon(move || {
+                    me.call_protocol("pause_writing", |p| p.pause_writing());
+                });
+            }
+            return;
+        }
+        self.call_protocol("pause_writing", |p| p.pause_writing());
+    }
+
+    fn maybe_resume_protocol(self: &Rc<Self>) {
+        {
+            let mut st = self.state.borrow_mut();
+            if !st.protocol_paused || st.buf.size() > st.limits.low {
+                return;
+            }
+            st.protocol_paused = false;
+        }
+        self.call_protocol("resume_writing", |p| p.resume_writing());
+    }
+
+    /// `close()`: stop reading; flush, then `connection_lost(None)`.
+    pub(crate) fn close(self: &Rc<Self>) {
+        let empty = {
+            let mut st = self.state.borrow_mut();
+            if st.closing {
+                return;
+            }
+            st.closing = true;
+            let empty = st.buf.size() == 0;
+            if empty {
+                st.conn_lost += 1;
+            }
+            empty
+        };
+        self.reader.borrow_mut().stop();
+        if empty {
+            self.schedule_connection_lost(None);
+        } else {
+            self.wake_pump();
+        }
+    }
+
+    /// `abort()` and fatal errors (asyncio's `_force_close`).
+    pub(crate) fn force_close(self: &Rc<Self>, error: Option<io::Error>) {
+        let send = {
+            let mut st = self.state.borrow_mut();
+            if st.conn_lost > 0 {
+                return;
+            }
+            st.buf.clear();
+            st.closing = true;
+            st.conn_lost += 1;
+            self.send.borrow_mut().take()
+        };
+        drop(send);
+        self.reader.borrow_mut().stop();
+        self.schedule_connection_lost(error);
+    }
+
+    fn schedule_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        let me = self.clone();
+        let scheduled = match self.lp.upgrade() {
+            Some(lp) => lp
+                .call_soon_boxed(
+                    Box::new(move || me.call_connection_lost(error)),
+                    Location::caller(),
+                )
+                .is_ok(),
+            None => false,
+        };
+        if !scheduled {
+            self.teardown();
+        }
+    }
+
+    /// asyncio's `_call_connection_lost`: the protocol hears it once, then
+    /// the socket closes and the server counts the connection out.
+    fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        if self.finished.get() {
+            return;
+        }
+        self.stop_io();
+        // Taken before the call, so nothing re-enters the protocol.
+        let protocol = self.protocol.borrow_mut().take();
+        if let Some(protocol) = protocol {
+            // Re-installed only for the duration of the call, so that a
+            // panic is reported with the usual path.
+            *self.protocol.borrow_mut() = Some(protocol);
+            self.call_protocol("connection_lost", |p| p.connection_lost(error));
+            self.protocol.borrow_mut().take();
+        }
+        self.teardown();
+    }
+
+    /// Drops the in-flight operations (cancelling them in the kernel).
+    fn stop_io(&self) {
+        let send = self.send.borrow_mut().take();
+        drop(send);
+        self.reader.borrow_mut().shutdown();
+    }
+
+    /// Releases everything: operations, protocol, socket, server slot.
+    /// Idempotent; no protocol method is called.
+    pub(crate) fn teardown(&self) {
+        if self.finished.replace(true) {
+            return;
+        }
+        self.stop_io();
+        let protocol = self.protocol.borrow_mut().take();
+        drop(protocol);
+        let fd = self.fd.borrow_mut().take();
+        drop(fd);
+        let detach = self.detach.borrow_mut().take();
+        if let Some(detach) = detach {
+            detach();
+        }
+        for w in self.empty_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+        if let Some(w) = self.pump_waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// asyncio's `_fatal_error`: report unless it is a reset or broken
+    /// pipe, then force-close with the error.
+    pub(crate) fn fatal_error(
+        self: &Rc<Self>,
+        err: io::Error,
+        message: &str,
+        report_as: Option<Error>,
+    ) {
+        if !is_ignored_error(&err) || report_as.is_some() {
+            if let Some(lp) = self.loop_() {
+                let error = report_as.unwrap_or_else(|| Error::Io(clone_io_error(&err).into()));
+                let mut ctx = ErrorContext::new(message).with_error(error);
+                ctx.socket = Some(self.raw_fd);
+                ctx.transport = Some(Transport {
+                    inner: self.clone(),
+                });
+                ctx.protocol = Some(self.protocol_name.to_string());
+                lp.call_exception_handler(&ctx);
+            }
+        } else {
+            tracing::debug!(target: "ringloop", error = %err, "{message}");
+        }
+        self.force_close(Some(err));
+    }
+
+    pub(crate) fn protocol_name(&self) -> &'static str {
+        self.protocol_name
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.get()
+    }
+
+    /// Registers `waker` to be woken when the write buffer is empty (or
+    /// the transport is gone); true if it is empty now.
+    pub(crate) fn poll_write_empty(&self, waker: &Waker) -> bool {
+        if self.finished.get() || self.state.borrow().buf.size() == 0 {
+            return true;
+        }
+        self.empty_waiters.borrow_mut().push(waker.clone());
+        false
+    }
+
+    /// The socket, if still open.
+    pub(crate) fn fd(&self) -> Option<RawFd> {
+        self.fd.borrow().as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Resumes the pump after `resume_reading` or the end of a sendfile.
+    pub(crate) fn kick(&self) {
+        self.wake_pump();
+    }
+
+    /// One run of the pump: deliver, react, send, until nothing moves.
+    fn pump(self: &Rc<Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.finished.get() {
+            return Poll::Ready(());
+        }
+        {
+            let mut w = self.pump_waker.borrow_mut();
+            match &*w {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+        }
+        self.in_pump.set(true);
+        loop {
+            let read = self.drive_read(cx);
+            if self.finished.get() {
+                break;
+            }
+            let wrote = self.drive_write(cx);
+            if self.finished.get() || !(read || wrote) {
+                break;
+            }
+        }
+        self.in_pump.set(false);
+        if self.finished.get() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Delivers what arrived; true if anything happened.
+    fn drive_read(self: &Rc<Self>, cx: &mut Context<'_>) -> bool {
+        let deliver = {
+            let st = self.state.borrow();
+            !st.read_paused && !st.closing && !st.eof_received
+        };
+        if !deliver || self.protocol_busy() {
+            if deliver {
+                // The user holds the protocol across an await: retry.
+                cx.waker().wake_by_ref();
+            }
+            // Keep a receive in flight (its data is held, not lost).
+            self.reader.borrow_mut().poll_hold(cx);
+            return false;
+        }
+        let event = self.reader.borrow_mut().poll(cx);
+        match event {
+            ReadEvent::Pending => false,
+            ReadEvent::Data => {
+                let data = self.reader.borrow_mut().take_data();
+                if let Some(data) = data {
+                    self.call_protocol("data_received", |p| p.data_received(&data));
+                    self.reader.borrow_mut().recycle(data);
+                }
+                true
+            }
+            ReadEvent::Eof => {
+                self.state.borrow_mut().eof_received = true;
+                let keep_open = self.call_protocol("eof_received", |p| p.eof_received());
+                if keep_open != Some(true) {
+                    self.close();
+                }
+                true
+            }
+            ReadEvent::Error(e) => {
+                self.fatal_error(e, "Fatal read error on socket transport", None);
+                true
+            }
+        }
+    }
+
+    /// Completes and starts sends; true if anything happened.
+    fn drive_write(self: &Rc<Self>, cx: &mut Context<'_>) -> bool {
+        let mut progressed = false;
+        let polled = {
+            let mut send = self.send.borrow_mut();
+            match send.as_mut() {
+                Some(op) => match Pin::new(op).poll(cx) {
+                    Poll::Ready(r) => {
+                        *send = None;
+                        Some(r)
+                    }
+                    Poll::Pending => return false,
+                },
+                None => None,
+            }
+        };
+        if let Some((result, chunks)) = polled {
+            progressed = true;
+            match result {
+                Ok(n) => self.state.borrow_mut().buf.complete_send(chunks, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.state.borrow_mut().buf.complete_send(chunks, 0)
+                }
+                Err(e) => {
+                    self.state.borrow_mut().buf.complete_send(chunks, 0);
+                    self.fatal_error(e, "Fatal write error on socket transport", None);
+                    return true;
+                }
+            }
+            self.maybe_resume_protocol();
+            if self.finished.get() {
+                return true;
+            }
+        }
+        let chunks = {
+            let mut st = self.state.borrow_mut();
+            if st.buf.is_empty() || st.sendfile_active {
+                None
+            } else {
+                Some(st.buf.take_for_send())
+            }
+        };
+        match chunks {
+            Some(chunks) => {
+                let op = SendMsg::new(self.raw_fd, chunks);
+                match Op::try_submit(&self.driver, op) {
+                    Ok(op) => *self.send.borrow_mut() = Some(op),
+                    Err((e, _)) => {
+                        self.fatal_error(e, "Fatal write error on socket transport", None);
+                    }
+                }
+                true
+            }
+            None => {
+                if self.state.borrow().buf.size() == 0 {
+                    self.buffer_drained();
+                }
+                progressed
+            }
+        }
+    }
+
+    /// Nothing left to send: finish a close, send a pending EOF, wake
+    /// drain waiters.
+    fn buffer_drained(self: &Rc<Self>) {
+        for w in self.empty_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+        let (finish_close, send_eof) = {
+            let mut st = self.state.borrow_mut();
+            if st.closing && st.conn_lost == 0 {
+                st.conn_lost += 1;
+                (true, false)
+            } else if st.eof_requested && !st.eof_sent && !st.closing {
+                st.eof_sent = true;
+                (false, true)
+            } else {
+                (false, false)
+            }
+        };
+        if finish_close {
+            self.call_connection_lost(None);
+        } else if send_eof {
+            self.shutdown_write();
+        }
+    }
+
+    /// `shutdown(SHUT_WR)` now.
+    pub(crate) fn shutdown_write(self: &Rc<Self>) {
+        if let Some(fd) = self.fd() {
+            // SAFETY: `fd` is our open socket; shutdown takes no memory.
+            let rc = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ENOTCONN) {
+                    self.fatal_error(e, "Fatal error on write_eof", None);
+                }
+            }
+        }
+    }
+
+    /// `write_eof()`.
+    pub(crate) fn write_eof(self: &Rc<Self>) {
+        let now = {
+            let mut st = self.state.borrow_mut();
+            if st.closing || st.eof_requested {
+                return;
+            }
+            st.eof_requested = true;
+            if st.buf.size() == 0 {
+                st.eof_sent = true;
+                true
+            } else {
+                false
+            }
+        };
+        if now {
+            self.shutdown_write();
+        }
+    }
+
+    pub(crate) fn pause_reading(&self) {
+        let mut st = self.state.borrow_mut();
+        if st.closing || st.read_paused {
+            return;
+        }
+        st.read_paused = true;
+    }
+
+    pub(crate) fn resume_reading(&self) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.closing || !st.read_paused {
+                return;
+            }
+            st.read_paused = false;
+        }
+        self.wake_pump();
+    }
+}
+
+/// The pump task's future.
+struct Pump(Rc<StreamInner>);
+
+impl Future for Pump {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.pump(cx)
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        // The loop closed (or the task was cancelled) before the
+        // connection ended: release the socket and break the
+        // transport/protocol cycle. No protocol method runs.
+        self.0.teardown();
+    }
+}

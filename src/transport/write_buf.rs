@@ -1,0 +1,220 @@
+//! The write buffer of a stream transport, and its flow-control limits.
+//!
+//! Bytes given to `write` wait here until the transport's send operation
+//! takes them. A send takes many chunks at once (one `sendmsg` with many
+//! iovecs); what the kernel did not accept comes back to the front, in
+//! order. The size that flow control watches counts every byte not yet
+//! accepted by the kernel, including those in flight.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+/// asyncio's default high-water mark (64 KiB).
+pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+/// asyncio's default low-water mark (16 KiB).
+pub const DEFAULT_LOW_WATER: usize = 16 * 1024;
+/// The most iovecs one send takes (Linux's `IOV_MAX`).
+pub(crate) const MAX_IOVECS: usize = 1024;
+/// Writes smaller than this are copied into a shared tail chunk, so many
+/// small writes leave as few iovecs.
+const COALESCE_BELOW: usize = 16 * 1024;
+
+/// Flow-control limits: `pause_writing` above `high`, `resume_writing` at
+/// `low` or below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) high: usize,
+    pub(crate) low: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            high: DEFAULT_HIGH_WATER,
+            low: DEFAULT_LOW_WATER,
+        }
+    }
+}
+
+impl Limits {
+    /// asyncio's `set_write_buffer_limits` rules: no `high` means 64 KiB,
+    /// or four times `low` when only `low` is given; no `low` means a
+    /// quarter of `high`; `high < low` is an error.
+    pub(crate) fn new(high: Option<usize>, low: Option<usize>) -> Result<Limits, crate::Error> {
+        let high = match (high, low) {
+            (Some(h), _) => h,
+            (None, Some(l)) => l.saturating_mul(4),
+            (None, None) => DEFAULT_HIGH_WATER,
+        };
+        let low = low.unwrap_or(high / 4);
+        if high < low {
+            return Err(crate::Error::InvalidInput(
+                "high must be >= low (set_write_buffer_limits)",
+            ));
+        }
+        Ok(Limits { high, low })
+    }
+}
+
+/// Unsent bytes, oldest first.
+#[derive(Default)]
+pub(crate) struct WriteBuffer {
+    chunks: VecDeque<Bytes>,
+    /// Small writes accumulate here; it becomes a chunk when a send
+    /// starts.
+    tail: BytesMut,
+    /// Bytes queued here, not counting those in flight.
+    queued: usize,
+    /// Bytes handed to a send that has not completed.
+    in_flight: usize,
+}
+
+impl WriteBuffer {
+    /// Every byte the kernel has not accepted yet.
+    pub(crate) fn size(&self) -> usize {
+        self.queued + self.in_flight
+    }
+
+    /// Nothing queued (a send may still be in flight).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Appends a copy of `data`.
+    pub(crate) fn push_slice(&mut self, data: &[u8]) {
+        if data.len() >= COALESCE_BELOW {
+            self.flush_tail();
+            self.chunks.push_back(Bytes::copy_from_slice(data));
+        } else {
+            self.tail.extend_from_slice(data);
+        }
+        self.queued += data.len();
+    }
+
+    /// Appends `data` without copying.
+    pub(crate) fn push_bytes(&mut self, data: Bytes) {
+        if data.len() < COALESCE_BELOW {
+            self.push_slice(&data);
+            return;
+        }
+        self.flush_tail();
+        self.queued += data.len();
+        self.chunks.push_back(data);
+    }
+
+    fn flush_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let chunk = self.tail.split().freeze();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Takes up to [`MAX_IOVECS`] chunks for one send.
+    pub(crate) fn take_for_send(&mut self) -> Vec<Bytes> {
+        self.flush_tail();
+        let n = self.chunks.len().min(MAX_IOVECS);
+        let out: Vec<Bytes> = self.chunks.drain(..n).collect();
+        let bytes: usize = out.iter().map(Bytes::len).sum();
+        self.queued -= bytes;
+        self.in_flight += bytes;
+        out
+    }
+
+    /// A send of `chunks` finished having sent `sent` bytes: what was not
+    /// sent goes back to the front, in order.
+    pub(crate) fn complete_send(&mut self, chunks: Vec<Bytes>, sent: usize) {
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        self.in_flight -= total;
+        let mut skip = sent.min(total);
+        let mut rest = Vec::new();
+        for mut c in chunks {
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            if skip > 0 {
+                c = c.slice(skip..);
+                skip = 0;
+            }
+            rest.push(c);
+        }
+        for c in rest.into_iter().rev() {
+            self.queued += c.len();
+            self.chunks.push_front(c);
+        }
+    }
+
+    /// Drops everything queued (abort). Bytes in flight are still
+    /// counted until their send completes.
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.tail.clear();
+        self.queued = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_follow_asyncio() {
+        assert_eq!(Limits::new(None, None).unwrap(), Limits::default());
+        assert_eq!(
+            Limits::new(None, Some(100)).unwrap(),
+            Limits {
+                high: 400,
+                low: 100
+            }
+        );
+        assert_eq!(
+            Limits::new(Some(100), None).unwrap(),
+            Limits { high: 100, low: 25 }
+        );
+        assert_eq!(
+            Limits::new(Some(0), None).unwrap(),
+            Limits { high: 0, low: 0 }
+        );
+        assert!(Limits::new(Some(10), Some(11)).is_err());
+    }
+
+    #[test]
+    fn partial_sends_keep_order() {
+        let mut b = WriteBuffer::default();
+        b.push_slice(b"abc");
+        b.push_bytes(Bytes::from(vec![b'x'; 20_000]));
+        b.push_slice(b"def");
+        assert_eq!(b.size(), 20_006);
+        let chunks = b.take_for_send();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(b.size(), 20_006);
+        b.complete_send(chunks, 5);
+        assert_eq!(b.size(), 20_001);
+        let mut all = Vec::new();
+        while !b.is_empty() {
+            let chunks = b.take_for_send();
+            for c in &chunks {
+                all.extend_from_slice(c);
+            }
+            let n: usize = chunks.iter().map(Bytes::len).sum();
+            b.complete_send(chunks, n);
+        }
+        assert_eq!(all.len(), 20_001);
+        assert!(all[..19_998].iter().all(|&c| c == b'x'));
+        assert_eq!(&all[19_998..], b"def");
+        assert_eq!(b.size(), 0);
+    }
+
+    #[test]
+    fn clear_keeps_in_flight_count() {
+        let mut b = WriteBuffer::default();
+        b.push_slice(b"hello");
+        let chunks = b.take_for_send();
+        b.push_slice(b"world");
+        b.clear();
+        assert_eq!(b.size(), 5);
+        b.complete_send(chunks, 5);
+        assert_eq!(b.size(), 0);
+    }
+}
