@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use ringloop::{ErrorContext, EventLoop};
 
+pub mod proto;
+
 /// Default bound on any single test scenario.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
