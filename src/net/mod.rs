@@ -3,6 +3,7 @@
 
 mod address;
 mod connection;
+mod datagram;
 mod resolve;
 mod sendfile;
 mod server;
@@ -10,6 +11,7 @@ mod sock;
 
 pub use address::Address;
 pub use connection::ConnectOptions;
+pub use datagram::DatagramOptions;
 pub use resolve::{AddrInfo, AddrInfoHints};
 pub use server::{Server, ServerOptions};
 pub use sock::AcceptSocket;

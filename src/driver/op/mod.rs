@@ -25,8 +25,10 @@ pub(crate) mod connect;
 pub(crate) mod poll;
 pub(crate) mod read;
 pub(crate) mod recv;
+pub(crate) mod recvmsg;
 pub(crate) mod send;
 pub(crate) mod sendmsg;
+pub(crate) mod sendto;
 pub(crate) mod splice;
 pub(crate) mod sys;
 
