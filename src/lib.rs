@@ -46,6 +46,7 @@ pub mod net;
 mod policy;
 mod protocol;
 mod sleep;
+pub mod streams;
 mod task;
 mod threadsafe;
 mod timers;
