@@ -1,730 +1,773 @@
-//! The echo benchmark: ringloop's `sock_*` echo server on each backend
-//! (io_uring and epoll), under load from a tokio client on another CPU.
+//! The echo benchmark of issue 4: ringloop's echo servers beside tokio
+//! (current_thread), a bare io_uring loop and a bare epoll loop, all in
+//! one run.
 //!
 //! ```sh
-//! cargo bench -p ringloop-benches --bench echo                # 3 sizes x 2 backends, best of 3
-//! cargo bench -p ringloop-benches --bench echo -- --quick     # smoke test (a few seconds)
+//! cargo bench -p ringloop-benches --bench echo                # full matrix (~10 min)
+//! cargo bench -p ringloop-benches --bench echo -- --quick     # smoke test (< 30 s)
 //! cargo bench -p ringloop-benches --bench echo -- --help      # all options
 //! ```
 //!
-//! **Server** (the thing measured): a thread of its own, pinned to the
-//! first allowed CPU, creates an [`EventLoop`] on the backend under test
-//! (the loop is `!Send`, so it is built inside that thread), listens on
-//! `127.0.0.1:0` and runs one task per connection, as
-//! `examples/sock_echo.rs` does: a `sock_accept` loop; each connection
-//! loops `sock_recv(64 KiB)` → `sock_sendall` and ends on an empty
-//! receive. Accepted sockets get `TCP_NODELAY` (as asyncio's transports
-//! do), so Nagle's algorithm cannot hold back echoed data waiting for
-//! delayed ACKs.
+//! Each server runs in a process of its own (this binary, started again
+//! with `--serve <server>`; see `ringloop_benches::child`), pinned to the
+//! first allowed CPU, so that the process's CPU time (`utime + stime`) is
+//! exactly the server's. The client (`ringloop_benches::client`: one
+//! thread, non-blocking sockets on epoll) runs in this process, pinned to
+//! the second CPU. Per connection count, per server (the server order
+//! rotates from one connection count to the next), one set of
+//! connections runs, per message size:
 //!
-//! **Client** (the load): a tokio `current_thread` runtime in a second
-//! thread, pinned to the second allowed CPU, opens `--conns` connections
-//! (default 100). Each connection repeatedly writes `--depth` messages
-//! (default 4) of `--size` bytes in one write while reading the echo of
-//! all of them back, and checks every byte (the content changes from
-//! round to round and between connections, so stale, lost or misrouted
-//! bytes are caught). With that many requests in flight the server is
-//! the bottleneck. One *round trip* is one message echoed.
+//! 1. **pipelined**: `depth` messages in flight per connection: round
+//!    trips/s, and server CPU per round trip;
+//! 2. **paced**: a fixed offered rate (`--rate`, 20,000 round trips/s
+//!    over all connections) that no server saturates: server CPU per round
+//!    trip, **the headline figure** (what a request costs the server);
+//! 3. at 1 connection, **ping-pong**: one message in flight, p50/p99 of
+//!    the request→response time.
 //!
-//! **A run**: start the server, connect, warm up (0.5 s), then measure
-//! for `--secs` (default 2 s): round trips completed, wall time, and the
-//! server thread's CPU time (`utime + stime` from
-//! `/proc/self/task/<tid>/stat`, in clock ticks of 10 ms, cross-checked
-//! with the thread's CPU-time clock, in ns). Then the client shuts down
-//! the sending side of each connection and waits for the server to close
-//! it, the main thread stops the loop with `LoopHandle::stop`, the server
-//! thread closes the loop and ends, and the main thread joins it. Every
-//! step is bounded by a timeout; descriptors and threads are counted
-//! before and after each run to catch leaks.
-//!
-//! **The table**: per message size, `--runs` runs per backend (default 3;
-//! `--quick`: 1 run of 0.3 s), alternating backends (and which goes
-//! first); each backend's row comes from its run with the most round
-//! trips per second. Ratios are epoll ÷ io_uring: above 1 for round
-//! trips/s, epoll is faster; above 1 for CPU per round trip, epoll costs
-//! more. See `docs/benchmarks.md` for results and discussion.
+//! Then, with a fresh process per server, the memory figure: RSS growth
+//! over `--idle` (10,000) idle connections, each having echoed one
+//! 64-byte message. Results are printed as markdown tables, followed by
+//! the issue's targets, met or not. See `docs/benchmarks.md`.
 
-use std::cell::RefCell;
-use std::future::{poll_fn, Future};
-use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::thread::JoinHandleExt;
-use std::pin::pin;
+use std::collections::HashMap;
 use std::process::ExitCode;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::task::Poll;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringloop::{Backend, EventLoop, LoopHandle};
-use ringloop_benches::echo::{EchoArgs, USAGE};
+use ringloop::Backend;
+use ringloop_benches::child::{child_main, ServerProcess, SERVE_FLAG};
+use ringloop_benches::client::{Client, Mode, Phase, PhaseResult};
+use ringloop_benches::echo::{size_label, EchoArgs, USAGE};
 use ringloop_benches::os::{
-    allowed_cpus, clock_ticks_per_sec, count_proc_entries, current_tid, pin_current_thread,
-    proc_thread_ticks, ThreadClock,
+    allowed_cpus, clock_ticks_per_sec, pin_current_thread, raise_nofile_limit, set_timer_slack,
 };
-use ringloop_benches::{backend_label, probe_backend, Rate, Ratio};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use ringloop_benches::probe_backend;
+use ringloop_benches::servers::ServerKind;
 
-/// What each server connection asks `sock_recv` for.
-const RECV_SIZE: usize = 64 * 1024;
-
-/// Bound on every wait that depends on the other side: the server
-/// starting, connecting, the connections closing, the server stopping.
-const STEP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The client's byte pattern repeats with this period (a prime, so that
-/// consecutive rounds, which start one byte further into it, and
-/// different connections all send different bytes).
-const PATTERN_PERIOD: usize = 251;
-
-/// Server-side error messages kept (the rest are only counted).
-const MAX_KEPT_ERRORS: usize = 10;
-
-// ----- the server ----------------------------------------------------------
-
-/// What the server thread sends back once it listens.
-struct Listening {
-    addr: SocketAddr,
-    tid: libc::pid_t,
-    backend: Backend,
-    handle: LoopHandle,
-    /// The CPU it pinned itself to, or why it could not.
-    pinned: Result<usize, String>,
+/// The three load phases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Fig {
+    Pipelined,
+    Paced,
+    PingPong,
 }
 
-/// What the server thread returns when it ends.
-#[derive(Default, Debug)]
-struct ServerReport {
-    /// Connections accepted.
-    accepted: u64,
-    /// Connections whose echo loop ended on an empty receive (the client
-    /// closed its side), without error.
-    completed: u64,
-    /// Errors seen (accept, receive, send, loop); the first few messages.
-    errors: Vec<String>,
-    /// All errors seen, kept or not.
-    error_count: u64,
-}
+/// Key of one measurement.
+type Key = (Fig, usize, usize, ServerKind);
 
-impl ServerReport {
-    fn error(&mut self, msg: String) {
-        self.error_count += 1;
-        if self.errors.len() < MAX_KEPT_ERRORS {
-            self.errors.push(msg);
-        }
-    }
-}
+/// A paced phase that did less than this share of the offered round
+/// trips is marked: the server (or the client) fell behind.
+const ACHIEVED_MIN: f64 = 0.97;
 
-/// A running server thread.
-struct Server {
-    thread: JoinHandle<ServerReport>,
-    listening: Listening,
-    /// The server thread's CPU-time clock (`None` if unavailable).
-    clock: Option<ThreadClock>,
-}
+/// What [`run_server_cell`] returns when a phase failed (already
+/// reported).
+const PHASE_FAILED: &str = "a phase failed";
 
-impl Server {
-    /// Starts the server thread on `backend`, pinned to `cpu`, and waits
-    /// until it listens.
-    fn start(backend: Backend, cpu: Option<usize>) -> Result<Server, String> {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("echo-server-{}", backend_label(backend)))
-            .spawn(move || server_main(backend, cpu, tx))
-            .map_err(|e| format!("spawning the server thread: {e}"))?;
-        match rx.recv_timeout(STEP_TIMEOUT) {
-            Ok(Ok(listening)) => {
-                let clock = ThreadClock::of(thread.as_pthread_t()).ok();
-                Ok(Server {
-                    thread,
-                    listening,
-                    clock,
-                })
-            }
-            Ok(Err(e)) => {
-                // The thread ends right after reporting its failure.
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => Err(format!(
-                "the {backend} server thread did not report within {STEP_TIMEOUT:?}"
-            )),
-        }
-    }
+/// The issue's tolerance on CPU per round trip against the bare loops.
+const CPU_TOLERANCE: f64 = 1.05;
 
-    /// Stops the loop from this thread, and joins the server thread
-    /// (waiting at most [`STEP_TIMEOUT`]).
-    fn stop(self) -> Result<ServerReport, String> {
-        self.listening
-            .handle
-            .stop()
-            .map_err(|e| format!("LoopHandle::stop: {e}"))?;
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        while !self.thread.is_finished() {
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "the server thread did not stop within {STEP_TIMEOUT:?} of LoopHandle::stop"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        self.thread
-            .join()
-            .map_err(|_| "the server thread panicked".to_string())
-    }
-}
-
-/// The server thread: pin, build the loop, listen, report, serve until
-/// stopped, close the loop.
-fn server_main(
-    backend: Backend,
-    cpu: Option<usize>,
-    tx: mpsc::Sender<Result<Listening, String>>,
-) -> ServerReport {
-    let pinned = match cpu {
-        Some(c) => pin_current_thread(c)
-            .map(|()| c)
-            .map_err(|e| format!("pinning to CPU {c}: {e}")),
-        None => Err("no CPU to pin to".to_string()),
-    };
-    let setup = || -> io::Result<(EventLoop, TcpListener, SocketAddr)> {
-        let lp = EventLoop::builder().backend(backend).build()?;
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        Ok((lp, listener, addr))
-    };
-    let (lp, listener, addr) = match setup() {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx.send(Err(format!("starting the {backend} server: {e}")));
-            return ServerReport::default();
-        }
-    };
-    let report = Rc::new(RefCell::new(ServerReport::default()));
-    if let Err(e) = lp.create_task(accept_loop(lp.clone(), listener, report.clone())) {
-        let _ = tx.send(Err(format!("create_task(accept loop): {e}")));
-        let _ = lp.close();
-        return ServerReport::default();
-    }
-    let listening = Listening {
-        addr,
-        tid: current_tid(),
-        backend: lp.backend(),
-        handle: lp.handle(),
-        pinned,
-    };
-    if tx.send(Ok(listening)).is_err() {
-        // The main thread gave up waiting: nobody will stop us.
-        let _ = lp.close();
-        return ServerReport::default();
-    }
-    if let Err(e) = lp.run_forever() {
-        report.borrow_mut().error(format!("run_forever: {e}"));
-    }
-    // Drops the accept task (and its listener) and any connection task
-    // still running (the client should have closed them all).
-    if let Err(e) = lp.close() {
-        report.borrow_mut().error(format!("close: {e}"));
-    }
-    drop(lp);
-    report.take()
-}
-
-/// Accepts connections and starts one echo task per connection, until
-/// the loop is stopped and closed.
-async fn accept_loop(lp: EventLoop, listener: TcpListener, report: Rc<RefCell<ServerReport>>) {
-    loop {
-        match lp.sock_accept(&listener).await {
-            Ok((stream, peer)) => {
-                report.borrow_mut().accepted += 1;
-                let conn = serve_conn(lp.clone(), stream, peer, report.clone());
-                if let Err(e) = lp.create_task(conn) {
-                    report
-                        .borrow_mut()
-                        .error(format!("create_task(connection): {e}"));
-                    return;
-                }
-            }
-            Err(e) => {
-                // E.g. out of descriptors: back off as asyncio's servers
-                // do instead of spinning on the error.
-                report.borrow_mut().error(format!("sock_accept: {e}"));
-                match lp.sleep(Duration::from_millis(100)) {
-                    Ok(pause) => pause.await,
-                    Err(_) => return,
-                }
-            }
-        }
-    }
-}
-
-/// One connection: echo until the client closes its side.
-async fn serve_conn(
-    lp: EventLoop,
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    report: Rc<RefCell<ServerReport>>,
-) {
-    if let Err(e) = stream.set_nodelay(true) {
-        report
-            .borrow_mut()
-            .error(format!("{peer}: setting TCP_NODELAY: {e}"));
-    }
-    let echoed = async {
-        loop {
-            let data = lp.sock_recv(&stream, RECV_SIZE).await?;
-            if data.is_empty() {
-                return Ok::<(), io::Error>(());
-            }
-            lp.sock_sendall(&stream, data).await?;
-        }
-    }
-    .await;
-    match echoed {
-        Ok(()) => report.borrow_mut().completed += 1,
-        Err(e) => report.borrow_mut().error(format!("{peer}: {e}")),
-    }
-}
-
-// ----- the client ----------------------------------------------------------
-
-/// One cell's load: how many connections, messages in flight, bytes.
-#[derive(Clone, Copy, Debug)]
-struct Load {
+struct Memory {
+    before: u64,
+    after: u64,
     conns: usize,
-    depth: usize,
-    size: usize,
-    warmup: Duration,
-    duration: Duration,
 }
 
-/// How the client reads the server's CPU time.
-#[derive(Clone, Copy)]
-struct ServerProbe {
-    tid: libc::pid_t,
-    clock: Option<ThreadClock>,
-}
-
-/// Counters at one instant of a run.
-#[derive(Clone, Copy)]
-struct Snapshot {
-    at: Instant,
-    trips: u64,
-    server_ticks: u64,
-    server_cpu: Option<Duration>,
-    client_cpu: Option<Duration>,
-}
-
-impl Snapshot {
-    fn take(trips: &AtomicU64, server: ServerProbe) -> Result<Snapshot, String> {
-        let server_ticks = proc_thread_ticks(server.tid)
-            .map_err(|e| format!("reading the server thread's CPU time: {e}"))?;
-        Ok(Snapshot {
-            at: Instant::now(),
-            trips: trips.load(Ordering::Relaxed),
-            server_ticks,
-            server_cpu: server.clock.and_then(|c| c.now().ok()),
-            client_cpu: ThreadClock::current().now().ok(),
-        })
+impl Memory {
+    fn per_conn(&self) -> f64 {
+        (self.after as f64 - self.before as f64) / self.conns.max(1) as f64
     }
 }
 
-/// What one measured interval produced.
-#[derive(Clone, Copy, Debug)]
-struct Measured {
-    trips: u64,
-    wall: Duration,
-    /// Server `utime + stime` over the interval, in clock ticks.
-    server_ticks: u64,
-    /// Server CPU time over the interval from its CPU-time clock.
-    server_cpu: Option<Duration>,
-    /// Client thread CPU time over the interval.
-    client_cpu: Option<Duration>,
+/// The runs of one measurement.
+#[derive(Default)]
+struct Cell {
+    runs: Vec<PhaseResult>,
+    failed: bool,
 }
 
-fn diff(after: Snapshot, before: Snapshot) -> Measured {
-    let sub = |a: Option<Duration>, b: Option<Duration>| Some(a?.saturating_sub(b?));
-    Measured {
-        trips: after.trips - before.trips,
-        wall: after.at - before.at,
-        server_ticks: after.server_ticks.saturating_sub(before.server_ticks),
-        server_cpu: sub(after.server_cpu, before.server_cpu),
-        client_cpu: sub(after.client_cpu, before.client_cpu),
-    }
-}
-
-/// The client thread: pin, build a tokio runtime, drive the load.
-fn client_main(
-    cpu: Option<usize>,
-    addr: SocketAddr,
-    load: Load,
-    server: ServerProbe,
-) -> Result<Measured, String> {
-    if let Some(c) = cpu {
-        // Reported once at startup; a failure here only costs precision.
-        let _ = pin_current_thread(c);
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| format!("building the tokio runtime: {e}"))?;
-    rt.block_on(drive(addr, load, server))
-}
-
-/// Connects, runs the connections through warm-up and the measured
-/// interval, then closes them all and checks they closed cleanly.
-async fn drive(addr: SocketAddr, load: Load, server: ServerProbe) -> Result<Measured, String> {
-    let mut streams = Vec::with_capacity(load.conns);
-    for i in 0..load.conns {
-        let stream = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| format!("connection {i}: connect timed out"))?
-            .map_err(|e| format!("connection {i}: connect: {e}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("connection {i}: TCP_NODELAY: {e}"))?;
-        streams.push(stream);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let trips = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = streams
-        .into_iter()
-        .enumerate()
-        .map(|(id, s)| tokio::spawn(client_conn(s, id, load, stop.clone(), trips.clone())))
-        .collect();
-
-    tokio::time::sleep(load.warmup).await;
-    let before = Snapshot::take(&trips, server);
-    tokio::time::sleep(load.duration).await;
-    let after = Snapshot::take(&trips, server);
-    stop.store(true, Ordering::Relaxed);
-
-    // Every connection finishes its round, closes its side and waits for
-    // the server to close; all of that within STEP_TIMEOUT.
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    let mut errors = Vec::new();
-    for (id, task) in tasks.into_iter().enumerate() {
-        match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => errors.push(e),
-            Ok(Err(e)) => errors.push(format!("connection {id}: task failed: {e}")),
-            Err(_) => errors.push(format!(
-                "connection {id}: did not finish within {STEP_TIMEOUT:?} of the end"
-            )),
+impl Cell {
+    /// The run whose `f` is the median of the runs (the lower middle one
+    /// for an even count).
+    fn median_run(&self, f: impl Fn(&PhaseResult) -> f64) -> Option<&PhaseResult> {
+        let mut sorted: Vec<&PhaseResult> = self.runs.iter().collect();
+        sorted.sort_by(|a, b| f(a).total_cmp(&f(b)));
+        match sorted.len() {
+            0 => None,
+            n => Some(sorted[(n - 1) / 2]),
         }
     }
-    if !errors.is_empty() {
-        let n = errors.len();
-        errors.truncate(MAX_KEPT_ERRORS);
-        return Err(format!(
-            "{n} client connection(s) failed: {}",
-            errors.join("; ")
-        ));
-    }
-    Ok(diff(after?, before?))
-}
 
-/// One client connection: rounds of `depth` pipelined messages until told
-/// to stop, each echo checked byte for byte; then a clean close.
-async fn client_conn(
-    mut stream: TcpStream,
-    id: usize,
-    load: Load,
-    stop: Arc<AtomicBool>,
-    trips: Arc<AtomicU64>,
-) -> Result<(), String> {
-    let batch = load.size * load.depth;
-    let pattern: Vec<u8> = (0..batch + PATTERN_PERIOD)
-        .map(|i| ((i * 131 + id * 7) % PATTERN_PERIOD) as u8)
-        .collect();
-    let mut echoed = vec![0u8; batch];
-    let mut round = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        let offset = round % PATTERN_PERIOD;
-        let sent = &pattern[offset..offset + batch];
-        exchange(&mut stream, sent, &mut echoed)
-            .await
-            .map_err(|e| format!("connection {id}, round {round}: {e}"))?;
-        if echoed != sent {
-            let at = echoed.iter().zip(sent).position(|(a, b)| a != b);
-            return Err(format!(
-                "connection {id}, round {round}: the echo differs from what was sent \
-                 (first difference at byte {at:?} of {batch})"
-            ));
-        }
-        trips.fetch_add(load.depth as u64, Ordering::Relaxed);
-        round += 1;
-    }
-    stream
-        .shutdown()
-        .await
-        .map_err(|e| format!("connection {id}: shutdown: {e}"))?;
-    let mut rest = [0u8; 64];
-    match stream.read(&mut rest).await {
-        Ok(0) => Ok(()),
-        Ok(n) => Err(format!(
-            "connection {id}: {n} unexpected byte(s) after the last round"
-        )),
-        Err(e) => Err(format!(
-            "connection {id}: waiting for the server to close: {e}"
-        )),
+    /// The median of `f` over the runs.
+    fn median(&self, f: impl Fn(&PhaseResult) -> f64) -> Option<f64> {
+        self.median_run(&f).map(f)
     }
 }
 
-/// Writes `out` and reads exactly `into.len()` bytes, concurrently (so
-/// neither side can stall on full socket buffers, whatever the sizes).
-async fn exchange(stream: &mut TcpStream, out: &[u8], into: &mut [u8]) -> io::Result<()> {
-    let (mut rd, mut wr) = stream.split();
-    let mut write = pin!(wr.write_all(out));
-    let mut read = pin!(rd.read_exact(into));
-    let (mut written, mut read_done) = (false, false);
-    poll_fn(|cx| {
-        if !written {
-            if let Poll::Ready(r) = write.as_mut().poll(cx) {
-                r?;
-                written = true;
-            }
-        }
-        if !read_done {
-            if let Poll::Ready(r) = read.as_mut().poll(cx) {
-                r?;
-                read_done = true;
-            }
-        }
-        if written && read_done {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
+#[derive(Default)]
+struct Results {
+    load: HashMap<Key, Cell>,
+    memory: HashMap<ServerKind, Result<Memory, String>>,
+    failures: usize,
 }
 
-// ----- one run, one cell ---------------------------------------------------
-
-/// The CPUs the server and the client are pinned to.
-#[derive(Clone, Copy, Debug)]
 struct Placement {
     server: Option<usize>,
-    client: Option<usize>,
+    note: String,
 }
 
-/// One run: server up, client load, everything down; checks for errors
-/// and leaks.
-fn run_once(backend: Backend, load: Load, place: Placement) -> Result<Measured, String> {
-    let fds_before = count_proc_entries("fd").ok();
-    let threads_before = count_proc_entries("task").ok();
-
-    let server = Server::start(backend, place.server)?;
-    if server.listening.backend != backend {
-        let got = server.listening.backend;
-        let _ = server.stop();
-        return Err(format!("asked for a {backend} loop, got {got}"));
+fn placement() -> Placement {
+    match allowed_cpus() {
+        Ok(cpus) if cpus.len() >= 2 => {
+            let (s, c) = (cpus[0], cpus[1]);
+            match pin_current_thread(c) {
+                Ok(()) => Placement {
+                    server: Some(s),
+                    note: format!("servers pinned to CPU {s}, client to CPU {c}"),
+                },
+                Err(e) => Placement {
+                    server: None,
+                    note: format!("pinning failed ({e}): nothing pinned"),
+                },
+            }
+        }
+        Ok(cpus) => Placement {
+            server: None,
+            note: format!(
+                "only {} CPU(s) allowed ({cpus:?}): server and client share it, unpinned",
+                cpus.len()
+            ),
+        },
+        Err(e) => Placement {
+            server: None,
+            note: format!("sched_getaffinity failed ({e}): nothing pinned"),
+        },
     }
-    if let Err(e) = &server.listening.pinned {
-        if place.server.is_some() {
-            eprintln!("echo: server thread: {e} (continuing unpinned)");
+}
+
+/// Runs every phase of one connection count on one server.
+fn run_server_cell(
+    args: &EchoArgs,
+    proc: &mut ServerProcess,
+    conns: usize,
+    results: &mut Results,
+) -> Result<(), String> {
+    let kind = proc.kind();
+    let mut client = Client::connect(proc.port(), conns)?;
+    for &size in &args.sizes {
+        let mut phases = vec![
+            (
+                Fig::Pipelined,
+                Mode::Pipelined {
+                    depth: args.depth_for(conns, size),
+                },
+                false,
+            ),
+            (
+                Fig::Paced,
+                Mode::Paced {
+                    rate: args.rate,
+                    tick: args.tick,
+                },
+                false,
+            ),
+        ];
+        if conns == 1 {
+            phases.push((Fig::PingPong, Mode::Pipelined { depth: 1 }, true));
+        }
+        for (fig, mode, latency) in phases {
+            let phase = Phase {
+                mode,
+                size,
+                warmup: args.warmup,
+                measure: args.measure,
+                latency,
+            };
+            let cell = results.load.entry((fig, size, conns, kind)).or_default();
+            match client.run(&phase, proc) {
+                Ok(r) => cell.runs.push(r),
+                Err(e) => {
+                    eprintln!(
+                        "echo: {} {fig:?} {} x {conns}: {e}",
+                        kind.name(),
+                        size_label(size)
+                    );
+                    cell.failed = true;
+                    results.failures += 1;
+                    // The connections are in an unknown state: give up on
+                    // this cell (the caller restarts the server).
+                    return Err(PHASE_FAILED.to_string());
+                }
+            }
         }
     }
-    let probe = ServerProbe {
-        tid: server.listening.tid,
-        clock: server.clock,
-    };
-    let addr = server.listening.addr;
-    let client = std::thread::Builder::new()
-        .name("echo-client".to_string())
-        .spawn(move || client_main(place.client, addr, load, probe))
-        .map_err(|e| format!("spawning the client thread: {e}"));
-    let measured = match client {
-        Ok(t) => t
-            .join()
-            .unwrap_or_else(|_| Err("the client thread panicked".to_string())),
-        Err(e) => Err(e),
-    };
-    // Stop the server whatever happened to the client, and report both
-    // sides' errors together (a server error often explains a client's).
-    let report = server.stop();
-    let measured = match (measured, &report) {
-        (Ok(m), _) => m,
-        (Err(e), Ok(r)) if r.error_count > 0 => {
-            return Err(format!(
-                "{e}; the server saw {} error(s): {}",
-                r.error_count,
-                r.errors.join("; ")
-            ))
-        }
-        (Err(e), _) => return Err(e),
-    };
-    let report = report?;
+    client.close()
+}
 
-    if report.error_count > 0 {
-        return Err(format!(
-            "the server saw {} error(s): {}",
-            report.error_count,
-            report.errors.join("; ")
-        ));
-    }
-    let conns = load.conns as u64;
-    if report.accepted != conns || report.completed != conns {
-        return Err(format!(
-            "the server accepted {} and completed {} connection(s), expected {conns} each",
-            report.accepted, report.completed
-        ));
-    }
-    if let (Some(before), Ok(after)) = (fds_before, count_proc_entries("fd")) {
-        if after != before {
-            return Err(format!(
-                "open descriptors: {before} before the run, {after} after (a leak?)"
-            ));
+fn run_load(args: &EchoArgs, servers: &[ServerKind], place: &Placement, results: &mut Results) {
+    let mut procs: Vec<ServerProcess> = Vec::new();
+    for &k in servers {
+        match ServerProcess::spawn(k, place.server) {
+            Ok(p) => procs.push(p),
+            Err(e) => {
+                eprintln!("echo: {e}");
+                results.failures += 1;
+            }
         }
     }
-    if let (Some(before), Ok(after)) = (threads_before, count_proc_entries("task")) {
-        if after != before {
-            return Err(format!(
-                "threads: {before} before the run, {after} after (a leak?)"
-            ));
+    let mut round = 0;
+    for run in 0..args.runs {
+        for &conns in &args.conns {
+            round += 1;
+            let n = procs.len();
+            for j in 0..n {
+                // Rotate the order, so no server always follows the same
+                // one or always goes first.
+                let i = (j + round) % n;
+                let proc = &mut procs[i];
+                let started = Instant::now();
+                if let Err(e) = run_server_cell(args, proc, conns, results) {
+                    if e != PHASE_FAILED {
+                        eprintln!("echo: {} x {conns} connections: {e}", proc.kind().name());
+                        results.failures += 1;
+                    }
+                    // A server that misbehaved is restarted.
+                    let kind = proc.kind();
+                    match ServerProcess::spawn(kind, place.server) {
+                        Ok(p) => procs[i] = p,
+                        Err(e) => eprintln!("echo: restarting {}: {e}", kind.name()),
+                    }
+                }
+                eprintln!(
+                    "echo: run {}/{}: {} x {conns} connections done in {:.1} s",
+                    run + 1,
+                    args.runs,
+                    procs[i].kind().name(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
     }
-    if measured.trips == 0 {
-        return Err("no round trip completed in the measured interval".to_string());
-    }
-    Ok(measured)
+    // Dropping the processes kills and reaps them.
 }
 
-/// The runs of one backend at one size (one table row).
-struct Series {
-    size: usize,
-    backend: Backend,
-    runs: Vec<Measured>,
-    failed: Option<String>,
-}
-
-impl Series {
-    /// The run with the most round trips per second.
-    fn best(&self) -> Option<&Measured> {
-        self.runs
-            .iter()
-            .max_by(|a, b| trips_per_sec(a).total_cmp(&trips_per_sec(b)))
-    }
-
-    /// The median round trips per second (lower middle for even counts).
-    fn median_rate(&self) -> Option<f64> {
-        let mut rates: Vec<f64> = self.runs.iter().map(trips_per_sec).collect();
-        rates.sort_by(f64::total_cmp);
-        match rates.len() {
-            0 => None,
-            n => Some(rates[(n - 1) / 2]),
+fn run_memory(args: &EchoArgs, servers: &[ServerKind], place: &Placement, results: &mut Results) {
+    for &k in servers {
+        let r = (|| -> Result<Memory, String> {
+            let proc = ServerProcess::spawn(k, place.server)?;
+            std::thread::sleep(Duration::from_millis(50));
+            let before = proc.rss()?;
+            let client = Client::connect(proc.port(), args.idle)?;
+            std::thread::sleep(Duration::from_millis(200));
+            let after = proc.rss()?;
+            client.close()?;
+            Ok(Memory {
+                before,
+                after,
+                conns: args.idle,
+            })
+        })();
+        if let Err(e) = &r {
+            eprintln!("echo: memory of {}: {e}", k.name());
+            results.failures += 1;
         }
+        results.memory.insert(k, r);
     }
 }
 
-fn trips_per_sec(m: &Measured) -> f64 {
-    m.trips as f64 / m.wall.as_secs_f64().max(1e-9)
-}
+// ----- tables --------------------------------------------------------------
 
-/// Server CPU µs per round trip from the `/proc` tick counts.
-fn proc_us_per_trip(m: &Measured, ticks_per_sec: u64) -> f64 {
-    m.server_ticks as f64 * 1e6 / ticks_per_sec as f64 / m.trips.max(1) as f64
-}
-
-/// Server CPU µs per round trip from the thread's CPU-time clock.
-fn clock_us_per_trip(m: &Measured) -> Option<f64> {
-    Some(m.server_cpu?.as_secs_f64() * 1e6 / m.trips.max(1) as f64)
-}
-
-fn percent(cpu: Option<Duration>, wall: Duration) -> String {
-    match cpu {
-        Some(c) => format!(
-            "{:.0} %",
-            100.0 * c.as_secs_f64() / wall.as_secs_f64().max(1e-9)
-        ),
-        None => "n/a".to_string(),
-    }
-}
-
-fn size_label(size: usize) -> String {
-    if size >= 1024 && size % 1024 == 0 {
-        format!("{} KiB", size / 1024)
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k", r / 1e3)
     } else {
-        format!("{size} B")
+        format!("{r:.0}")
     }
 }
 
-// ----- the table -----------------------------------------------------------
-
-fn print_header() {
-    println!(
-        "{:>7} {:>6} {:>6} {:<6} {:>14} {:>14} {:>12} {:>12} {:>9} {:>9} {:>12} {:>12}",
-        "size",
-        "conns",
-        "depth",
-        "backend",
-        "round trips/s",
-        "(median)",
-        "srv us/rt",
-        "(clock)",
-        "srv CPU",
-        "cli CPU",
-        "epoll/uring",
-        "epoll/uring"
-    );
-    println!(
-        "{:>7} {:>6} {:>6} {:<6} {:>14} {:>14} {:>12} {:>12} {:>9} {:>9} {:>12} {:>12}",
-        "", "", "", "", "(best run)", "", "(/proc)", "", "", "", "rt/s", "CPU/rt"
-    );
-    println!("{}", "-".repeat(130));
+fn fmt_us(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 100.0 {
+        format!("{us:.0}")
+    } else {
+        format!("{us:.1}")
+    }
 }
 
-fn print_series(cell: &Series, load: &Load, uring: Option<&Series>, ticks_per_sec: u64) {
-    let prefix = format!(
-        "{:>7} {:>6} {:>6} {:<6}",
-        size_label(cell.size),
-        load.conns,
-        load.depth,
-        backend_label(cell.backend)
-    );
-    let Some(best) = cell.best() else {
+fn row(cells: &[String]) -> String {
+    format!("| {} |", cells.join(" | "))
+}
+
+fn header(cells: &[String], numeric_from: usize) {
+    println!("{}", row(cells));
+    let rule: Vec<String> = (0..cells.len())
+        .map(|i| if i < numeric_from { "---" } else { "---:" }.to_string())
+        .collect();
+    println!("{}", row(&rule));
+}
+
+/// The ratio columns `a / b` of a table.
+struct RatioCol {
+    a: ServerKind,
+    b: ServerKind,
+}
+
+impl RatioCol {
+    fn title(&self) -> String {
+        format!("{}/{}", self.a.short(), self.b.short())
+    }
+}
+
+fn ratio_cols(servers: &[ServerKind], pairs: &[(ServerKind, ServerKind)]) -> Vec<RatioCol> {
+    pairs
+        .iter()
+        .filter(|(a, b)| servers.contains(a) && servers.contains(b))
+        .map(|&(a, b)| RatioCol { a, b })
+        .collect()
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".to_string(),
+    }
+}
+
+/// One table over the (size, conns) cells of `fig`: `cell` renders a
+/// server's runs (at least one); the ratio columns divide the medians over
+/// the runs of each of `values` (several are shown as `r1 / r2`).
+fn print_cell_table(
+    results: &Results,
+    args: &EchoArgs,
+    servers: &[ServerKind],
+    fig: Fig,
+    ratios: &[RatioCol],
+    cell: impl Fn(&Cell) -> String,
+    values: &[&dyn Fn(&PhaseResult) -> f64],
+) {
+    let mut head = vec!["size".to_string(), "conns".to_string()];
+    head.extend(servers.iter().map(|k| k.short().to_string()));
+    head.extend(ratios.iter().map(RatioCol::title));
+    header(&head, 2);
+    for &size in &args.sizes {
+        for &conns in &args.conns {
+            if fig == Fig::PingPong && conns != 1 {
+                continue;
+            }
+            let get = |k: ServerKind| results.load.get(&(fig, size, conns, k));
+            let mut cells = vec![size_label(size), conns.to_string()];
+            for &k in servers {
+                cells.push(match get(k) {
+                    Some(c) if !c.runs.is_empty() => {
+                        let failed = if c.failed { " (1 run failed)" } else { "" };
+                        format!("{}{failed}", cell(c))
+                    }
+                    Some(_) => "failed".to_string(),
+                    None => "n/a".to_string(),
+                });
+            }
+            for rc in ratios {
+                let parts: Vec<String> = values
+                    .iter()
+                    .map(|f| {
+                        let val = |k: ServerKind| get(k).and_then(|c| c.median(f));
+                        ratio(val(rc.a), val(rc.b))
+                    })
+                    .collect();
+                cells.push(parts.join(" / "));
+            }
+            println!("{}", row(&cells));
+        }
+    }
+    println!();
+}
+
+/// p50 latency in seconds (0 when not recorded).
+fn lat_p50(r: &PhaseResult) -> f64 {
+    r.latency.map_or(0.0, |l| l.p50.as_secs_f64())
+}
+
+/// p99 latency in seconds (0 when not recorded).
+fn lat_p99(r: &PhaseResult) -> f64 {
+    r.latency.map_or(0.0, |l| l.p99.as_secs_f64())
+}
+
+fn print_tables(args: &EchoArgs, servers: &[ServerKind], results: &Results, ticks: u64) {
+    use ServerKind::*;
+    let cpu_pairs = [
+        (ProtoUring, BareUring),
+        (ProtoUring, Tokio),
+        (ProtoEpoll, BareEpoll),
+        (StreamsUring, BareUring),
+        (StreamsUring, Tokio),
+        (StreamsEpoll, BareEpoll),
+    ];
+    let tokio_pairs = [
+        (ProtoUring, Tokio),
+        (ProtoEpoll, Tokio),
+        (StreamsUring, Tokio),
+        (StreamsEpoll, Tokio),
+        (BareUring, Tokio),
+    ];
+    if args.load {
         println!(
-            "{prefix} failed: {}",
-            cell.failed.as_deref().unwrap_or("no run")
+            "### Server CPU µs per round trip at a fixed offered rate of {} round trips/s (headline)\n",
+            args.rate
         );
-        return;
-    };
-    let (rate_ratio, cpu_ratio) = match (cell.backend, uring.and_then(Series::best)) {
-        (Backend::Epoll, Some(u)) => (
-            Ratio(Some(trips_per_sec(best)), Some(trips_per_sec(u))).to_string(),
-            Ratio(
-                Some(proc_us_per_trip(best, ticks_per_sec)),
-                Some(proc_us_per_trip(u, ticks_per_sec)),
-            )
-            .to_string(),
+        println!(
+            "(`*`: fewer than {:.0} % of the offered round trips were done: that server, or \
+             the client, fell behind)\n",
+            ACHIEVED_MIN * 100.0
+        );
+        print_cell_table(
+            results,
+            args,
+            servers,
+            Fig::Paced,
+            &ratio_cols(servers, &cpu_pairs),
+            |c| {
+                let behind = c.runs.iter().any(|r| r.achieved() < ACHIEVED_MIN);
+                let mark = if behind { "*" } else { "" };
+                let v = c.median(PhaseResult::cpu_us_per_trip).unwrap_or(0.0);
+                format!("{v:.2}{mark}")
+            },
+            &[&PhaseResult::cpu_us_per_trip],
+        );
+
+        println!("### Pipelined round trips/s (server CPU load, client CPU load)\n");
+        print_cell_table(
+            results,
+            args,
+            servers,
+            Fig::Pipelined,
+            &ratio_cols(servers, &tokio_pairs),
+            |c| match c.median_run(PhaseResult::rate) {
+                Some(r) => format!(
+                    "{} ({:.0}%, {:.0}%)",
+                    fmt_rate(r.rate()),
+                    r.server_load() * 100.0,
+                    r.client_load() * 100.0
+                ),
+                None => "n/a".to_string(),
+            },
+            &[&PhaseResult::rate],
+        );
+
+        println!("### Pipelined: server CPU µs per round trip\n");
+        print_cell_table(
+            results,
+            args,
+            servers,
+            Fig::Pipelined,
+            &ratio_cols(servers, &cpu_pairs),
+            |c| {
+                let v = c.median(PhaseResult::cpu_us_per_trip).unwrap_or(0.0);
+                format!("{v:.2}")
+            },
+            &[&PhaseResult::cpu_us_per_trip],
+        );
+
+        if args.conns.contains(&1) {
+            let lat_pairs = ratio_cols(servers, &tokio_pairs);
+            println!(
+                "### Ping-pong at 1 connection: latency p50 / p99 in µs (ratios: p50 / p99)\n"
+            );
+            print_cell_table(
+                results,
+                args,
+                servers,
+                Fig::PingPong,
+                &lat_pairs,
+                |c| {
+                    let p50 = c.median(lat_p50).unwrap_or(0.0);
+                    let p99 = c.median(lat_p99).unwrap_or(0.0);
+                    format!(
+                        "{} / {}",
+                        fmt_us(Duration::from_secs_f64(p50)),
+                        fmt_us(Duration::from_secs_f64(p99))
+                    )
+                },
+                &[&lat_p50, &lat_p99],
+            );
+            println!(
+                "### Ping-pong at 1 connection: round trips/s, server CPU µs per round trip\n"
+            );
+            print_cell_table(
+                results,
+                args,
+                servers,
+                Fig::PingPong,
+                &[],
+                |c| {
+                    let rate = c.median(PhaseResult::rate).unwrap_or(0.0);
+                    let cpu = c.median(PhaseResult::cpu_us_per_trip).unwrap_or(0.0);
+                    format!("{} / {cpu:.1}", fmt_rate(rate))
+                },
+                &[],
+            );
+        }
+        cross_check(results, ticks);
+    }
+
+    if args.idle > 0 {
+        println!(
+            "### Memory per idle connection (server RSS growth over {} idle connections)\n",
+            args.idle
+        );
+        header(
+            &[
+                "server".to_string(),
+                "RSS before".to_string(),
+                "RSS after".to_string(),
+                "bytes per connection".to_string(),
+            ],
+            1,
+        );
+        for &k in servers {
+            match results.memory.get(&k) {
+                Some(Ok(m)) => println!(
+                    "{}",
+                    row(&[
+                        k.short().to_string(),
+                        format!("{:.1} MiB", m.before as f64 / 1048576.0),
+                        format!("{:.1} MiB", m.after as f64 / 1048576.0),
+                        format!("{:.0}", m.per_conn()),
+                    ])
+                ),
+                Some(Err(_)) => println!("{}", row(&[k.short().to_string(), "failed".into()])),
+                None => {}
+            }
+        }
+        println!();
+    }
+}
+
+/// Warns where the `/proc` tick count and `getrusage` disagree by more
+/// than the ticks' resolution allows.
+fn cross_check(results: &Results, ticks: u64) {
+    let mut worst: Option<(f64, String)> = None;
+    let all = results
+        .load
+        .iter()
+        .flat_map(|(key, cell)| cell.runs.iter().map(move |r| (key, r)));
+    for ((fig, size, conns, k), r) in all {
+        let a = r.server_cpu.as_secs_f64();
+        let b = r.server_ticks as f64 / ticks.max(1) as f64;
+        let slack = 2.0 / ticks.max(1) as f64 + 0.05 * a;
+        if (a - b).abs() > slack {
+            let what = format!(
+                "{} {fig:?} {} x {conns}: getrusage {:.3} s, /proc {:.3} s",
+                k.name(),
+                size_label(*size),
+                a,
+                b
+            );
+            let d = (a - b).abs();
+            if worst.as_ref().is_none_or(|(w, _)| d > *w) {
+                worst = Some((d, what));
+            }
+        }
+    }
+    match worst {
+        Some((_, what)) => println!(
+            "Cross-check: the `/proc/<pid>/stat` ticks and `getrusage` disagree beyond the \
+             tick resolution somewhere, worst: {what}.\n"
         ),
-        (Backend::Epoll, None) => ("n/a".to_string(), "n/a".to_string()),
-        _ => (String::new(), String::new()),
+        None => println!(
+            "Cross-check: the server CPU time from `/proc/<pid>/stat` (clock ticks) agrees with \
+             `getrusage` (µs) within the tick resolution (±2 ticks + 5 %) in every phase.\n"
+        ),
+    }
+}
+
+// ----- targets -------------------------------------------------------------
+
+/// The median of `f` over the runs of `key`.
+fn load_value(results: &Results, key: Key, f: impl Fn(&PhaseResult) -> f64) -> Option<f64> {
+    results.load.get(&key)?.median(f)
+}
+
+/// Checks `a / b ≤ limit` (or `≥ limit` with `at_least`) over the cells;
+/// prints one line with the worst ratio and the failing cells.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    title: &str,
+    results: &Results,
+    cells: &[(usize, usize)],
+    fig: Fig,
+    a: ServerKind,
+    b: ServerKind,
+    limit: f64,
+    at_least: bool,
+    f: &dyn Fn(&PhaseResult) -> f64,
+) {
+    let mut worst: Option<f64> = None;
+    let mut missed = Vec::new();
+    let mut measured = 0;
+    for &(size, conns) in cells {
+        let (Some(va), Some(vb)) = (
+            load_value(results, (fig, size, conns, a), f),
+            load_value(results, (fig, size, conns, b), f),
+        ) else {
+            continue;
+        };
+        if vb <= 0.0 {
+            continue;
+        }
+        measured += 1;
+        let r = va / vb;
+        let bad = if at_least { r < limit } else { r > limit };
+        if bad {
+            missed.push(format!("{} x {conns}: {r:.2}", size_label(size)));
+        }
+        worst = Some(match worst {
+            None => r,
+            Some(w) if at_least => w.min(r),
+            Some(w) => w.max(r),
+        });
+    }
+    let verdict = match (measured, missed.is_empty()) {
+        (0, _) => "not measured".to_string(),
+        (_, true) => "**met**".to_string(),
+        (_, false) => format!("**missed** at {}", missed.join(", ")),
     };
     println!(
-        "{prefix} {:>14} {:>14} {:>12.2} {:>12} {:>9} {:>9} {:>12} {:>12}",
-        Rate(trips_per_sec(best)),
-        cell.median_rate()
-            .map_or("n/a".to_string(), |r| Rate(r).to_string()),
-        proc_us_per_trip(best, ticks_per_sec),
-        clock_us_per_trip(best).map_or("n/a".to_string(), |v| format!("{v:.2}")),
-        percent(best.server_cpu, best.wall),
-        percent(best.client_cpu, best.wall),
-        rate_ratio,
-        cpu_ratio,
+        "| {title} | {} | {verdict} |",
+        worst.map_or("n/a".to_string(), |w| format!("{w:.2}"))
     );
+}
+
+fn print_targets(args: &EchoArgs, servers: &[ServerKind], results: &Results) {
+    use ServerKind::*;
+    if !args.load {
+        return;
+    }
+    let many: Vec<(usize, usize)> = args
+        .sizes
+        .iter()
+        .flat_map(|&s| {
+            args.conns
+                .iter()
+                .filter(|&&c| (10..=1000).contains(&c))
+                .map(move |&c| (s, c))
+        })
+        .collect();
+    let all: Vec<(usize, usize)> = args
+        .sizes
+        .iter()
+        .flat_map(|&s| args.conns.iter().map(move |&c| (s, c)))
+        .collect();
+    let one: Vec<(usize, usize)> = args.sizes.iter().map(|&s| (s, 1)).collect();
+    println!("### Targets (issue 4)\n");
+    header(
+        &[
+            "target".to_string(),
+            "worst ratio".to_string(),
+            "verdict".to_string(),
+        ],
+        1,
+    );
+    let cpu = &PhaseResult::cpu_us_per_trip as &dyn Fn(&PhaseResult) -> f64;
+    let rate = &PhaseResult::rate as &dyn Fn(&PhaseResult) -> f64;
+    let p50 = &lat_p50 as &dyn Fn(&PhaseResult) -> f64;
+    let p99 = &lat_p99 as &dyn Fn(&PhaseResult) -> f64;
+    for (uring, epoll, style) in [
+        (ProtoUring, ProtoEpoll, "proto"),
+        (StreamsUring, StreamsEpoll, "streams"),
+    ] {
+        let has = |k| servers.contains(&k);
+        if has(uring) && has(BareUring) {
+            check(
+                &format!("{style}-uring CPU/rt ≤ 1.05 × bare-uring (paced, 10–1000 conns)"),
+                results,
+                &many,
+                Fig::Paced,
+                uring,
+                BareUring,
+                CPU_TOLERANCE,
+                false,
+                cpu,
+            );
+        }
+        if has(uring) && has(Tokio) {
+            check(
+                &format!("{style}-uring CPU/rt ≤ tokio (paced, 10–1000 conns)"),
+                results,
+                &many,
+                Fig::Paced,
+                uring,
+                Tokio,
+                1.0,
+                false,
+                cpu,
+            );
+        }
+        if has(epoll) && has(BareEpoll) {
+            check(
+                &format!("{style}-epoll CPU/rt ≤ 1.05 × bare-epoll (paced, 10–1000 conns)"),
+                results,
+                &many,
+                Fig::Paced,
+                epoll,
+                BareEpoll,
+                CPU_TOLERANCE,
+                false,
+                cpu,
+            );
+        }
+        for k in [uring, epoll] {
+            if !has(k) || !has(Tokio) {
+                continue;
+            }
+            check(
+                &format!("{} pipelined rt/s ≥ tokio (all cells)", k.short()),
+                results,
+                &all,
+                Fig::Pipelined,
+                k,
+                Tokio,
+                1.0,
+                true,
+                rate,
+            );
+            if args.conns.contains(&1) {
+                check(
+                    &format!("{} p50 latency ≤ tokio (1 conn)", k.short()),
+                    results,
+                    &one,
+                    Fig::PingPong,
+                    k,
+                    Tokio,
+                    1.0,
+                    false,
+                    p50,
+                );
+                check(
+                    &format!("{} p99 latency ≤ tokio (1 conn)", k.short()),
+                    results,
+                    &one,
+                    Fig::PingPong,
+                    k,
+                    Tokio,
+                    1.0,
+                    false,
+                    p99,
+                );
+            }
+        }
+    }
+    println!();
 }
 
 fn main() -> ExitCode {
-    let raw = std::env::args_os()
+    let raw: Vec<String> = std::env::args_os()
         .skip(1)
-        .map(|a| a.to_string_lossy().into_owned());
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if raw.first().map(String::as_str) == Some(SERVE_FLAG) {
+        child_main(&raw);
+    }
     let args = match EchoArgs::parse(raw) {
         Ok(a) => a,
         Err(e) => {
@@ -736,143 +779,123 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    for flag in &args.ignored {
-        eprintln!("echo: ignoring unknown flag {flag}");
-    }
-    let ticks_per_sec = match clock_ticks_per_sec() {
+    let ticks = match clock_ticks_per_sec() {
         Ok(t) => t,
         Err(e) => {
             eprintln!("echo: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let started = Instant::now();
+    let place = placement();
+    let mut args = args;
+    match raise_nofile_limit() {
+        Ok(limit) => {
+            let need = args.idle as u64 + 64;
+            if limit < need {
+                let idle = limit.saturating_sub(64) as usize;
+                eprintln!(
+                    "echo: RLIMIT_NOFILE is {limit}: the memory figure uses {idle} idle \
+                     connections instead of {}",
+                    args.idle
+                );
+                args.idle = idle;
+            }
+        }
+        Err(e) => eprintln!("echo: raising RLIMIT_NOFILE: {e}"),
+    }
+    if let Err(e) = set_timer_slack(1) {
+        eprintln!("echo: PR_SET_TIMERSLACK: {e} (paced sends may bunch up)");
+    }
 
-    // Backends that cannot start here (io_uring blocked, say) are skipped.
-    let mut backends = Vec::new();
-    for b in args.backends() {
-        match probe_backend(b) {
-            Ok(()) => backends.push(b),
-            Err(e) => eprintln!("echo: skipping the {b} backend: {e}"),
+    let uring = probe_backend(Backend::Uring);
+    let mut servers = Vec::new();
+    let mut skipped = Vec::new();
+    for &k in &args.servers {
+        if k.backend() == Backend::Uring && uring.is_err() {
+            let why = uring.as_ref().err().cloned().unwrap_or_default();
+            skipped.push(format!("{}: io_uring unavailable: {why}", k.name()));
+        } else {
+            servers.push(k);
         }
     }
-    if backends.is_empty() {
-        eprintln!("echo: no ringloop backend can start here");
+    for s in &skipped {
+        eprintln!("echo: skipping {s}");
+    }
+    if servers.is_empty() {
+        eprintln!("echo: no server can run here");
         return ExitCode::FAILURE;
     }
 
-    let place = match allowed_cpus() {
-        Ok(cpus) if cpus.len() >= 2 => Placement {
-            server: Some(cpus[0]),
-            client: Some(cpus[1]),
-        },
-        Ok(cpus) => {
-            eprintln!(
-                "echo: only {} CPU(s) allowed ({cpus:?}): server and client are not pinned \
-                 and share the CPU",
-                cpus.len()
-            );
-            Placement {
-                server: None,
-                client: None,
-            }
-        }
-        Err(e) => {
-            eprintln!("echo: sched_getaffinity failed ({e}): not pinning");
-            Placement {
-                server: None,
-                client: None,
-            }
-        }
-    };
-    // Check once, on a scratch thread, that pinning works, to say so
-    // plainly (the threads of each run pin themselves again).
-    let pin_note = match place.client {
-        Some(c) => match std::thread::spawn(move || pin_current_thread(c)).join() {
-            Ok(Ok(())) => format!(
-                "server pinned to CPU {}, client to CPU {c}",
-                place.server.unwrap_or(0)
-            ),
-            Ok(Err(e)) => format!("pinning failed ({e}): threads not pinned"),
-            Err(_) => "pinning check panicked: threads not pinned".to_string(),
-        },
-        None => "threads not pinned".to_string(),
-    };
-
     println!(
-        "ringloop echo benchmark{}: sock_accept / sock_recv({} KiB) / sock_sendall server, \
-         one task per connection; tokio current_thread client",
-        if args.quick { " (--quick)" } else { "" },
-        RECV_SIZE / 1024
+        "## ringloop echo benchmark{}\n",
+        if args.quick {
+            " (--quick: smoke test, the numbers mean nothing)"
+        } else {
+            ""
+        }
     );
     println!(
-        "backends: {}; {pin_note}; {} run(s) of {:.1} s (+{:.2} s warm-up) per cell, \
-         best kept; CLK_TCK {ticks_per_sec}",
-        backends
+        "- servers: {}{}",
+        servers
             .iter()
-            .map(|b| b.to_string())
+            .map(|k| k.name())
             .collect::<Vec<_>>()
             .join(", "),
-        args.runs,
-        args.duration.as_secs_f64(),
-        args.warmup.as_secs_f64(),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (skipped: {})", skipped.join("; "))
+        }
     );
     println!(
-        "round trip = one message echoed; srv us/rt = server thread CPU (utime+stime from \
-         /proc) per round trip, (clock) = the same from its CPU-time clock; srv/cli CPU = \
-         thread CPU / wall time"
+        "- {}; each server in its own process; client: one thread, epoll",
+        place.note
     );
-    println!();
-    print_header();
-
-    let mut failed = false;
-    for &size in &args.sizes {
-        let load = Load {
-            conns: args.conns,
-            depth: args.depth,
-            size,
-            warmup: args.warmup,
-            duration: args.duration,
-        };
-        let mut cells: Vec<Series> = backends
+    println!(
+        "- sizes {}; connections {}; pipelined depth {} (at most {} MiB in flight); paced \
+         rate {} rt/s{}; {:.2} s measured after {:.2} s warm-up per phase; {} run(s), median \
+         shown; {} idle connections",
+        args.sizes
             .iter()
-            .map(|&backend| Series {
-                size,
-                backend,
-                runs: Vec::new(),
-                failed: None,
-            })
-            .collect();
-        for run in 0..args.runs {
-            // Alternate which backend goes first, so a drift of the
-            // machine does not always favour the same one.
-            let mut order: Vec<usize> = (0..cells.len()).collect();
-            if run % 2 == 1 {
-                order.reverse();
-            }
-            for i in order {
-                let cell = &mut cells[i];
-                match run_once(cell.backend, load, place) {
-                    Ok(m) => cell.runs.push(m),
-                    Err(e) => {
-                        eprintln!(
-                            "echo: {} run {} at {}: {e}",
-                            cell.backend,
-                            run + 1,
-                            size_label(size)
-                        );
-                        cell.failed = Some(e);
-                        failed = true;
-                    }
-                }
-            }
-        }
-        let uring = cells.iter().find(|c| c.backend == Backend::Uring);
-        for cell in &cells {
-            print_series(cell, &load, uring, ticks_per_sec);
-        }
+            .map(|&s| size_label(s))
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.conns
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.depth,
+        ringloop_benches::echo::MAX_INFLIGHT_BYTES >> 20,
+        args.rate,
+        if args.tick.is_zero() {
+            " (each message sent when due)".to_string()
+        } else {
+            format!(" (released every {:?})", args.tick)
+        },
+        args.measure.as_secs_f64(),
+        args.warmup.as_secs_f64(),
+        args.runs,
+        args.idle
+    );
+    println!(
+        "- CPU time: server process utime+stime (getrusage in the server, cross-checked with \
+         /proc/<pid>/stat at CLK_TCK {ticks})\n"
+    );
+
+    let mut results = Results::default();
+    if args.load {
+        run_load(&args, &servers, &place, &mut results);
     }
-    if failed {
-        eprintln!("echo: some runs failed (see above)");
+    if args.idle > 0 {
+        run_memory(&args, &servers, &place, &mut results);
+    }
+    print_tables(&args, &servers, &results, ticks);
+    print_targets(&args, &servers, &results);
+    println!("(whole run: {:.1} s)", started.elapsed().as_secs_f64());
+    if results.failures > 0 {
+        eprintln!("echo: {} failure(s), see above", results.failures);
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -1,7 +1,9 @@
 //! Shared helpers for the benchmarks: command-line parsing, a tiny
 //! measurement harness, a deterministic random source and number
 //! formatting (this file), plus thread pinning and CPU-time accounting
-//! ([`os`]) and the echo benchmark's settings ([`echo`]).
+//! ([`os`]), and the echo benchmark's parts: its settings ([`echo`]), the
+//! echo servers it compares ([`servers`]), the processes they run in
+//! ([`child`]) and the load client ([`client`]).
 //!
 //! The benchmarks use no benchmarking framework. A micro benchmark is one
 //! closure that runs the work on a given [`Side`]: ringloop on one of its
@@ -10,8 +12,11 @@
 //! a noisy machine hit all sides alike), and keeps every sample. Results
 //! are reported from the best sample, with the median beside it.
 
+pub mod child;
+pub mod client;
 pub mod echo;
 pub mod os;
+pub mod servers;
 
 use std::fmt;
 use std::time::Duration;

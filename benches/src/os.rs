@@ -1,5 +1,6 @@
 //! Linux process plumbing for the benchmarks: pinning a thread to a CPU,
-//! and reading how much CPU time a thread used.
+//! reading how much CPU time a thread or process used and how much memory
+//! a process holds, descriptor limits, and a few socket and timer knobs.
 //!
 //! Two independent CPU-time sources are offered, so each can check the
 //! other:
@@ -10,6 +11,9 @@
 //!   milliseconds);
 //! - [`ThreadClock`]: the thread's CPU-time clock (`pthread_getcpuclockid`
 //!   + `clock_gettime`), in nanoseconds.
+//!
+//! For a whole process: [`proc_process_ticks`] (`/proc/<pid>/stat`, clock
+//! ticks) and, from inside it, [`rusage_cpu`] (`getrusage`, microseconds).
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -156,6 +160,156 @@ pub fn count_proc_entries(dir: &str) -> io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/self/{dir}"))?.count())
 }
 
+/// Raises the soft limit on open descriptors (`RLIMIT_NOFILE`) to the
+/// hard limit, and returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// CPU time (user + system) of the whole process `pid` so far, in clock
+/// ticks, from `/proc/<pid>/stat` (all its threads, living and exited).
+pub fn proc_process_ticks(pid: u32) -> io::Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path)?;
+    parse_stat_cpu_ticks(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{path}: unexpected format: {text:?}"),
+        )
+    })
+}
+
+/// The `VmRSS` line of a `/proc/<pid>/status` text, in bytes.
+pub fn parse_status_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut words = line["VmRSS:".len()..].split_ascii_whitespace();
+    let value: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => Some(value * 1024),
+        _ => None,
+    }
+}
+
+/// Resident set size of process `pid` (`VmRSS` of `/proc/<pid>/status`),
+/// in bytes.
+pub fn proc_rss_bytes(pid: u32) -> io::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path)?;
+    parse_status_rss(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{path}: no VmRSS line in kB"),
+        )
+    })
+}
+
+/// `utime + stime` from `getrusage(who)`, in microseconds resolution:
+/// `RUSAGE_SELF` (the whole process, exited threads included) or
+/// `RUSAGE_THREAD` (the calling thread).
+pub fn rusage_cpu(who: libc::c_int) -> io::Result<Duration> {
+    let mut ru = MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `ru` is a valid, properly sized out pointer.
+    if unsafe { libc::getrusage(who, ru.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: zero-initialised, then filled by the kernel.
+    let ru = unsafe { ru.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Ok(tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
+/// Asks the kernel to send `SIGKILL` to this process when the thread
+/// that created it exits (`PR_SET_PDEATHSIG`), so a server process never
+/// outlives the benchmark that started it. Returns an error if the parent
+/// already died (the process was re-parented before the call).
+pub fn die_with_parent(parent: u32) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid has no preconditions.
+    let now = unsafe { libc::getppid() };
+    if u32::try_from(now).ok() != Some(parent) {
+        return Err(io::Error::other(format!(
+            "the parent process {parent} is gone (parent is now {now})"
+        )));
+    }
+    Ok(())
+}
+
+/// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`), so timed
+/// waits wake close to their deadline (the default slack is 50 µs).
+pub fn set_timer_slack(nanos: u64) -> io::Result<()> {
+    // SAFETY: PR_SET_TIMERSLACK takes a number; no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, nanos as libc::c_ulong) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock `timerfd` and
+/// `std::time::Instant` use).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Sets an integer socket option (`setsockopt`).
+pub fn set_sock_opt(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is a c_int whose size is passed; a bad fd
+    // is reported as EBADF.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Turns Nagle's algorithm off on a TCP socket (`TCP_NODELAY`).
+pub fn set_nodelay(fd: std::os::fd::RawFd) -> io::Result<()> {
+    set_sock_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +359,19 @@ mod tests {
     fn affinity_is_readable() {
         let cpus = allowed_cpus().expect("sched_getaffinity");
         assert!(!cpus.is_empty());
+    }
+
+    #[test]
+    fn parses_rss_and_reads_own() {
+        let status = "Name:\tx\nVmPeak:\t  100 kB\nVmRSS:\t    2048 kB\nThreads:\t1\n";
+        assert_eq!(parse_status_rss(status), Some(2048 * 1024));
+        assert_eq!(parse_status_rss("VmRSS: 12"), None);
+        let me = std::process::id();
+        assert!(proc_rss_bytes(me).expect("own status") > 0);
+        let _ = proc_process_ticks(me).expect("own stat");
+        assert!(rusage_cpu(libc::RUSAGE_SELF).is_ok());
+        assert!(raise_nofile_limit().expect("rlimit") >= 1);
+        let a = monotonic_ns();
+        assert!(monotonic_ns() >= a);
     }
 }
