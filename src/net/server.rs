@@ -125,7 +125,6 @@ struct ServerInner {
     waiters: RefCell<Vec<Waker>>,
     serve_forever: Cell<bool>,
     serve_forever_waker: RefCell<Option<Waker>>,
-    unix_path: Option<std::path::PathBuf>,
 }
 
 /// A listening server (asyncio's `Server`): a cheap, clonable handle.
@@ -282,10 +281,15 @@ impl ServerInner {
             if let Some(t) = l.task.borrow_mut().take() {
                 t.cancel();
             }
-            l.fd.borrow_mut().take();
-        }
-        if let Some(path) = &self.unix_path {
-            let _ = path;
+            if let Some(fd) = l.fd.borrow_mut().take() {
+                // An io_uring accept keeps the file open until its
+                // cancellation completes (with DEFER_TASKRUN, at the next
+                // enter): shutting the socket down stops it listening
+                // now, so new connections are refused at once.
+                // SAFETY: `fd` is our open listening socket.
+                unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+                drop(fd);
+            }
         }
         if let Some(w) = self.serve_forever_waker.borrow_mut().take() {
             w.wake();
@@ -492,7 +496,6 @@ fn build(
     attach: Attach,
     backlog: i32,
     start: bool,
-    unix_path: Option<std::path::PathBuf>,
 ) -> io::Result<Server> {
     let listeners = socks
         .into_iter()
@@ -519,7 +522,6 @@ fn build(
             waiters: RefCell::new(Vec::new()),
             serve_forever: Cell::new(false),
             serve_forever_waker: RefCell::new(None),
-            unix_path,
         }),
     };
     if start {
@@ -616,14 +618,7 @@ impl EventLoop {
                     }
                 }
                 let socks = std::mem::take(&mut options.sock);
-                return build(
-                    &lp,
-                    socks,
-                    attach,
-                    options.backlog,
-                    options.start_serving,
-                    None,
-                );
+                return build(&lp, socks, attach, options.backlog, options.start_serving);
             }
             let hints = AddrInfoHints {
                 family: options.family,
@@ -662,14 +657,7 @@ impl EventLoop {
                     "no address to listen on",
                 )]));
             }
-            build(
-                &lp,
-                socks,
-                attach,
-                options.backlog,
-                options.start_serving,
-                None,
-            )
+            build(&lp, socks, attach, options.backlog, options.start_serving)
         }
     }
 
@@ -740,7 +728,6 @@ impl EventLoop {
                 attach,
                 options.backlog,
                 options.start_serving,
-                None,
             )
         }
     }
