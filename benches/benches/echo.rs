@@ -3,7 +3,7 @@
 //! one run.
 //!
 //! ```sh
-//! cargo bench -p ringloop-benches --bench echo                # full matrix (~10 min)
+//! cargo bench -p ringloop-benches --bench echo                # full matrix, 3 runs (~13 min)
 //! cargo bench -p ringloop-benches --bench echo -- --quick     # smoke test (< 30 s)
 //! cargo bench -p ringloop-benches --bench echo -- --help      # all options
 //! ```
@@ -13,15 +13,18 @@
 //! first allowed CPU, so that the process's CPU time (`utime + stime`) is
 //! exactly the server's. The client (`ringloop_benches::client`: one
 //! thread, non-blocking sockets on epoll) runs in this process, pinned to
-//! the second CPU. Per connection count, per server (the server order
-//! rotates from one connection count to the next), one set of
-//! connections runs, per message size:
+//! the second CPU. The whole matrix runs `--runs` times (3) and every
+//! figure is the median over the runs. Per run, per connection count, per
+//! server (the order rotates each time), one set of connections runs, per
+//! message size:
 //!
 //! 1. **pipelined**: `depth` messages in flight per connection: round
 //!    trips/s, and server CPU per round trip;
-//! 2. **paced**: a fixed offered rate (`--rate`, 20,000 round trips/s
-//!    over all connections) that no server saturates: server CPU per round
-//!    trip, **the headline figure** (what a request costs the server);
+//! 2. **paced**: a fixed offered rate (`--rate`, 50,000 round trips/s
+//!    over all connections), below what the servers saturate at 100
+//!    connections (cells where a server fell behind are marked): server
+//!    CPU per round trip, **the headline figure** (what a request costs
+//!    the server);
 //! 3. at 1 connection, **ping-pong**: one message in flight, p50/p99 of
 //!    the request→response time.
 //!
@@ -299,12 +302,27 @@ fn row(cells: &[String]) -> String {
     format!("| {} |", cells.join(" | "))
 }
 
-fn header(cells: &[String], numeric_from: usize) {
+/// Prints a table header; the columns from `numeric_from` up to (not
+/// including) `text_from` are right-aligned.
+fn header_cols(cells: &[String], numeric_from: usize, text_from: usize) {
     println!("{}", row(cells));
     let rule: Vec<String> = (0..cells.len())
-        .map(|i| if i < numeric_from { "---" } else { "---:" }.to_string())
+        .map(|i| {
+            if (numeric_from..text_from).contains(&i) {
+                "---:"
+            } else {
+                "---"
+            }
+        })
+        .map(str::to_string)
         .collect();
     println!("{}", row(&rule));
+}
+
+/// Prints a table header; the columns from `numeric_from` on are
+/// right-aligned.
+fn header(cells: &[String], numeric_from: usize) {
+    header_cols(cells, numeric_from, cells.len());
 }
 
 /// The ratio columns `a / b` of a table.
@@ -660,13 +678,14 @@ fn print_targets(args: &EchoArgs, servers: &[ServerKind], results: &Results) {
         .collect();
     let one: Vec<(usize, usize)> = args.sizes.iter().map(|&s| (s, 1)).collect();
     println!("### Targets (issue 4)\n");
-    header(
+    header_cols(
         &[
             "target".to_string(),
             "worst ratio".to_string(),
             "verdict".to_string(),
         ],
         1,
+        2,
     );
     let cpu = &PhaseResult::cpu_us_per_trip as &dyn Fn(&PhaseResult) -> f64;
     let rate = &PhaseResult::rate as &dyn Fn(&PhaseResult) -> f64;
