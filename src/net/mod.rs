@@ -5,7 +5,7 @@ mod address;
 mod connection;
 mod datagram;
 mod resolve;
-mod sendfile;
+pub(crate) mod sendfile;
 mod server;
 mod sock;
 

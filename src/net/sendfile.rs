@@ -31,32 +31,74 @@ use crate::event_loop::EventLoop;
 use crate::net::sock::sendall;
 
 /// Chunk size of the read+send fallback (asyncio uses 256 KiB at most).
-const FALLBACK_CHUNK: usize = 256 * 1024;
+pub(crate) const FALLBACK_CHUNK: usize = 256 * 1024;
 /// Pipe size asked for the splice path.
 const PIPE_SIZE: i32 = 1024 * 1024;
 
 /// Leaves the file position at `offset + sent` however the call ends.
-struct PositionGuard<'a> {
+pub(crate) struct PositionGuard<'a> {
     file: &'a File,
     offset: u64,
     sent: Cell<u64>,
     seekable: bool,
 }
 
-impl PositionGuard<'_> {
+impl<'a> PositionGuard<'a> {
+    /// Checks `offset` and `count` against `file` (asyncio's argument
+    /// rules) and starts counting from `offset`.
+    pub(crate) fn new(file: &'a File, offset: u64, count: Option<usize>) -> io::Result<Self> {
+        let regular = Self::check(file, offset, count)?;
+        Ok(PositionGuard {
+            file,
+            offset,
+            sent: Cell::new(0),
+            seekable: regular,
+        })
+    }
+
+    /// The argument rules alone; true for a regular file.
+    pub(crate) fn check(file: &File, offset: u64, count: Option<usize>) -> io::Result<bool> {
+        if count == Some(0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "count must be a positive integer (got 0)",
+            ));
+        }
+        if offset > i64::MAX as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset must be at most i64::MAX",
+            ));
+        }
+        let regular = file.metadata()?.is_file();
+        if !regular && offset != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a non-seekable file can only be sent from offset 0",
+            ));
+        }
+        Ok(regular)
+    }
+
+    /// True for a regular file (zero copy is possible, reads take an
+    /// offset).
+    pub(crate) fn is_regular(&self) -> bool {
+        self.seekable
+    }
+
     /// Bytes sent so far.
-    fn sent(&self) -> usize {
+    pub(crate) fn sent(&self) -> usize {
         self.sent.get() as usize
     }
 
     /// Counts `n` more bytes sent.
-    fn add(&self, n: usize) {
+    pub(crate) fn add(&self, n: usize) {
         self.sent.set(self.sent.get() + n as u64);
     }
 
     /// The size of the next chunk (at most `max`), or `None` once `count`
     /// bytes were sent.
-    fn next_chunk(&self, count: Option<usize>, max: usize) -> Option<usize> {
+    pub(crate) fn next_chunk(&self, count: Option<usize>, max: usize) -> Option<usize> {
         match count {
             Some(c) if self.sent() >= c => None,
             Some(c) => Some((c - self.sent()).min(max)),
@@ -65,7 +107,7 @@ impl PositionGuard<'_> {
     }
 
     /// The file offset of the next chunk.
-    fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         self.offset + self.sent.get()
     }
 }
@@ -140,37 +182,14 @@ impl EventLoop {
             && !crate::driver::op::sys::is_nonblocking(sock.as_fd().as_raw_fd()).unwrap_or(false);
         let sock = sock.as_fd().as_raw_fd();
         async move {
-            if count == Some(0) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "count must be a positive integer (got 0)",
-                ));
-            }
-            if offset > i64::MAX as u64 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "offset must be at most i64::MAX",
-                ));
-            }
             if sock_type? != Type::STREAM {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "only SOCK_STREAM sockets are supported",
                 ));
             }
-            let regular = file.metadata()?.is_file();
-            if !regular && offset != 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a non-seekable file can only be sent from offset 0",
-                ));
-            }
-            let guard = PositionGuard {
-                file,
-                offset,
-                sent: Cell::new(0),
-                seekable: regular,
-            };
+            let guard = PositionGuard::new(file, offset, count)?;
+            let regular = guard.is_regular();
             if blocking_on_epoll {
                 let reader = ChunkReader {
                     driver: driver.clone(),
@@ -197,11 +216,7 @@ impl EventLoop {
                     "the file is not a regular file"
                 }));
             }
-            let reader = ChunkReader {
-                driver: driver.clone(),
-                lp,
-                on_executor: backend != Backend::Uring && regular,
-            };
+            let reader = ChunkReader::new(&driver, lp, regular);
             send_buffered(&driver, &reader, sock, file, count, &guard).await
         }
     }
@@ -296,14 +311,31 @@ async fn send_sendfile(
 /// Reads the fallback's chunks: a READ operation, or on epoll for a
 /// regular file (whose reads cannot be made non-blocking) a `pread` on the
 /// executor.
-struct ChunkReader {
+pub(crate) struct ChunkReader {
     driver: DriverRef,
     lp: std::rc::Weak<crate::event_loop::LoopInner>,
     on_executor: bool,
 }
 
 impl ChunkReader {
-    async fn read(&self, file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
+    /// A reader for `file` (`regular`: a regular file) on this loop's
+    /// backend.
+    pub(crate) fn new(
+        driver: &DriverRef,
+        lp: std::rc::Weak<crate::event_loop::LoopInner>,
+        regular: bool,
+    ) -> ChunkReader {
+        let on_executor = driver.borrow().backend() != Backend::Uring && regular;
+        ChunkReader {
+            driver: driver.clone(),
+            lp,
+            on_executor,
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset` (`u64::MAX`: the current
+    /// position of a non-seekable file); empty at end of file.
+    pub(crate) async fn read(&self, file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
         if self.on_executor {
             use std::os::unix::fs::FileExt;
             let f = file.try_clone()?;

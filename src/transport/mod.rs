@@ -8,6 +8,7 @@
 
 mod datagram;
 mod read;
+mod sendfile;
 pub(crate) mod stream;
 mod write_buf;
 
@@ -191,28 +192,30 @@ impl Transport {
         self.inner.is_finished()
     }
 
-    /// Waits until everything written so far has been accepted by the
-    /// kernel (or the connection is gone). Used by `sendfile` and stream
-    /// writers.
-    pub(crate) fn wait_write_empty(&self) -> WriteEmpty {
-        WriteEmpty {
+    /// Waits until the write buffer holds at most `threshold` bytes (0:
+    /// everything written so far went to the kernel) or the connection is
+    /// gone. Used by `sendfile`.
+    pub(crate) fn wait_write_below(&self, threshold: usize) -> WriteBelow {
+        WriteBelow {
             inner: self.inner.clone(),
+            threshold,
         }
     }
 }
 
-/// The future of [`Transport::wait_write_empty`].
-pub(crate) struct WriteEmpty {
+/// The future of [`Transport::wait_write_below`].
+pub(crate) struct WriteBelow {
     inner: Rc<StreamInner>,
+    threshold: usize,
 }
 
-impl std::future::Future for WriteEmpty {
+impl std::future::Future for WriteBelow {
     type Output = ();
     fn poll(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        if self.inner.poll_write_empty(cx.waker()) {
+        if self.inner.poll_write_below(self.threshold, cx.waker()) {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending

@@ -70,7 +70,6 @@ pub(crate) struct StreamInner {
     /// The socket; taken (closed) after `connection_lost`.
     fd: RefCell<Option<OwnedFd>>,
     pub(crate) raw_fd: RawFd,
-    pub(crate) is_tcp: bool,
     pub(crate) state: RefCell<State>,
     protocol: RefCell<Option<Rc<RefCell<dyn Protocol>>>>,
     protocol_name: &'static str,
@@ -82,7 +81,8 @@ pub(crate) struct StreamInner {
     in_pump: Cell<bool>,
     /// `connection_lost` ran (or the loop closed): the pump ends.
     finished: Cell<bool>,
-    /// Woken when the write buffer drains (`sendfile`, `drain`).
+    /// Woken when the write buffer shrinks to the low-water mark or
+    /// drains (`sendfile`).
     empty_waiters: RefCell<Vec<Waker>>,
     detach: RefCell<Option<DetachHook>>,
     pub(crate) peername: std::cell::OnceCell<Option<SockAddr>>,
@@ -140,7 +140,6 @@ impl StreamInner {
             driver,
             fd: RefCell::new(Some(sock)),
             raw_fd,
-            is_tcp,
             state: RefCell::new(State {
                 buf: WriteBuffer::default(),
                 limits: Limits::default(),
@@ -272,7 +271,9 @@ impl StreamInner {
     pub(crate) fn maybe_pause_protocol(self: &Rc<Self>) {
         {
             let mut st = self.state.borrow_mut();
-            if st.buf.size() <= st.limits.high || st.protocol_paused {
+            // A sendfile's fallback paces itself; the protocol does not
+            // hear about the bytes it queues.
+            if st.buf.size() <= st.limits.high || st.protocol_paused || st.sendfile_active {
                 return;
             }
             st.protocol_paused = true;
@@ -310,7 +311,9 @@ impl StreamInner {
                 return;
             }
             st.closing = true;
-            let empty = st.buf.size() == 0;
+            // A running sendfile finishes first; its end completes the
+            // close.
+            let empty = st.buf.size() == 0 && !st.sendfile_active;
             if empty {
                 st.conn_lost += 1;
             }
@@ -393,6 +396,15 @@ impl StreamInner {
         let protocol = self.protocol.borrow_mut().take();
         drop(protocol);
         let fd = self.fd.borrow_mut().take();
+        if let Some(fd) = &fd {
+            if self.state.borrow().sendfile_active {
+                // The sendfile works on a duplicate of the socket: shut
+                // the connection down so that it stops at once.
+                // SAFETY: `fd` is our open socket; shutdown takes no
+                // memory.
+                unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+            }
+        }
         drop(fd);
         let detach = self.detach.borrow_mut().take();
         if let Some(detach) = detach {
@@ -439,14 +451,31 @@ impl StreamInner {
         self.finished.get()
     }
 
-    /// Registers `waker` to be woken when the write buffer is empty (or
-    /// the transport is gone); true if it is empty now.
-    pub(crate) fn poll_write_empty(&self, waker: &Waker) -> bool {
-        if self.finished.get() || self.state.borrow().buf.size() == 0 {
+    /// Registers `waker` to be woken when the write buffer holds at most
+    /// `threshold` bytes (or the transport is gone); true if it does now.
+    pub(crate) fn poll_write_below(&self, threshold: usize, waker: &Waker) -> bool {
+        if self.finished.get() || self.state.borrow().buf.size() <= threshold {
             return true;
         }
         self.empty_waiters.borrow_mut().push(waker.clone());
         false
+    }
+
+    /// After a send: wakes the waiters of `poll_write_below` once the
+    /// buffer is at the low-water mark (each re-checks its own bound).
+    fn wake_space_waiters(&self) {
+        if self.empty_waiters.borrow().is_empty() {
+            return;
+        }
+        let low = {
+            let st = self.state.borrow();
+            st.buf.size() <= st.limits.low
+        };
+        if low {
+            for w in self.empty_waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
     }
 
     /// The socket, if still open.
@@ -454,9 +483,67 @@ impl StreamInner {
         self.fd.borrow().as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    /// Resumes the pump after `resume_reading` or the end of a sendfile.
-    pub(crate) fn kick(&self) {
+    /// Starts a `sendfile`: user writes become errors and reading pauses
+    /// (asyncio pauses it too). Returns whether reading was on, for
+    /// [`StreamInner::end_sendfile`].
+    pub(crate) fn begin_sendfile(&self) -> io::Result<bool> {
+        let mut st = self.state.borrow_mut();
+        if st.closing || self.finished.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "transport is closing",
+            ));
+        }
+        if st.sendfile_active {
+            return Err(io::Error::other("a sendfile is already in progress"));
+        }
+        if st.eof_requested {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "cannot sendfile after write_eof()",
+            ));
+        }
+        st.sendfile_active = true;
+        let was_reading = !st.read_paused;
+        st.read_paused = true;
+        Ok(was_reading)
+    }
+
+    /// Ends a `sendfile` (however it ended): writes are allowed again,
+    /// reading resumes if it was on, and a `close()` or `write_eof()` made
+    /// meanwhile completes once the buffer drains.
+    pub(crate) fn end_sendfile(&self, was_reading: bool) {
+        {
+            let mut st = self.state.borrow_mut();
+            st.sendfile_active = false;
+            if was_reading && !st.closing {
+                st.read_paused = false;
+            }
+        }
+        // The pump finds the buffer empty and completes a pending close
+        // or EOF (with no protocol borrow held).
         self.wake_pump();
+    }
+
+    /// Queues a chunk of a sendfile's buffered fallback (no flow-control
+    /// report to the protocol; the caller paces itself).
+    pub(crate) fn push_sendfile_chunk(&self, chunk: bytes::Bytes) {
+        self.state.borrow_mut().buf.push_bytes(chunk);
+        if self.send.borrow().is_none() {
+            self.wake_pump();
+        }
+    }
+
+    /// A duplicate of the socket for a sendfile, so that the descriptor
+    /// it works on stays valid even if the transport closes meanwhile.
+    pub(crate) fn dup_fd(&self) -> io::Result<OwnedFd> {
+        match self.fd.borrow().as_ref() {
+            Some(fd) => fd.try_clone(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "transport is closed",
+            )),
+        }
     }
 
     /// One run of the pump: deliver, react, send, until nothing moves.
@@ -550,7 +637,10 @@ impl StreamInner {
         if let Some((result, chunks)) = polled {
             progressed = true;
             match result {
-                Ok(n) => self.state.borrow_mut().buf.complete_send(chunks, n),
+                Ok(n) => {
+                    self.state.borrow_mut().buf.complete_send(chunks, n);
+                    self.wake_space_waiters();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.state.borrow_mut().buf.complete_send(chunks, 0)
                 }
@@ -567,7 +657,7 @@ impl StreamInner {
         }
         let chunks = {
             let mut st = self.state.borrow_mut();
-            if st.buf.is_empty() || st.sendfile_active {
+            if st.buf.is_empty() {
                 None
             } else {
                 Some(st.buf.take_for_send())
@@ -601,7 +691,9 @@ impl StreamInner {
         }
         let (finish_close, send_eof) = {
             let mut st = self.state.borrow_mut();
-            if st.closing && st.conn_lost == 0 {
+            if st.sendfile_active {
+                (false, false)
+            } else if st.closing && st.conn_lost == 0 {
                 st.conn_lost += 1;
                 (true, false)
             } else if st.eof_requested && !st.eof_sent && !st.closing {
@@ -640,7 +732,7 @@ impl StreamInner {
                 return;
             }
             st.eof_requested = true;
-            if st.buf.size() == 0 {
+            if st.buf.size() == 0 && !st.sendfile_active {
                 st.eof_sent = true;
                 true
             } else {

@@ -129,3 +129,27 @@ pub async fn wait_until(lp: &ringloop::EventLoop, mut cond: impl FnMut() -> bool
             .await;
     }
 }
+
+/// Connects a `Recorder` (echoing or not) to a plain std listener on
+/// 127.0.0.1; returns the transport, what it sees, and the peer's
+/// blocking socket (10 s read timeout).
+pub fn connect_to_std(
+    tl: &crate::TestLoop,
+    echo: bool,
+) -> (Transport, SeenRef, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local_addr").port();
+    let (proto, seen) = Recorder::new(echo);
+    let (t, _p) = tl
+        .block_on(tl.lp().create_connection(
+            move || proto,
+            Some("127.0.0.1"),
+            Some(port),
+            Default::default(),
+        ))
+        .expect("create_connection");
+    let (peer, _) = listener.accept().expect("accept");
+    peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    (t, seen, peer)
+}

@@ -2,34 +2,14 @@
 //! control and error rules, on both backends.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::rc::Rc;
 use std::time::Duration;
 
 use ringloop::net::ServerOptions;
 use ringloop::{BaseProtocol, EventLoop, Protocol, Transport};
-use ringloop_uring_tests::proto::{wait_until, Recorder, SeenRef};
+use ringloop_uring_tests::proto::{connect_to_std, wait_until, Recorder, SeenRef};
 use ringloop_uring_tests::{pattern, TestLoop};
-
-/// Connects a `Recorder` to a plain listener; returns the transport, what
-/// it sees, and the peer's blocking std socket.
-fn connect_to_std(tl: &TestLoop, echo: bool) -> (Transport, SeenRef, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (proto, seen) = Recorder::new(echo);
-    let (t, _p) = tl
-        .block_on(tl.lp().create_connection(
-            move || proto,
-            Some("127.0.0.1"),
-            Some(port),
-            Default::default(),
-        ))
-        .unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    (t, seen, peer)
-}
 
 /// The log without flow-control events (large writes pause and resume).
 fn events(seen: &SeenRef) -> Vec<String> {
@@ -339,7 +319,7 @@ fn panicking_protocol_is_reported_and_closed() {
     assert!(errs[0].contains("Panicky"), "{}", errs[0]);
     // The loop survives.
     let lp = tl.lp();
-    assert_eq!(tl.block_on(async move { lp.time() > 0.0 }), true);
+    assert!(tl.block_on(async move { lp.time() > 0.0 }));
 }
 
 /// Writes from inside callbacks, closes from inside eof_received.
