@@ -44,6 +44,7 @@ mod future;
 mod handle;
 pub mod net;
 mod policy;
+pub mod process;
 mod protocol;
 mod sleep;
 pub mod streams;
@@ -68,6 +69,7 @@ pub use policy::{
     get_event_loop, get_event_loop_policy, new_event_loop, run, set_event_loop,
     set_event_loop_policy, DefaultEventLoopPolicy, EventLoopPolicy,
 };
+pub use process::{SubprocessProtocol, SubprocessTransport};
 pub use protocol::{BaseProtocol, DatagramProtocol, Protocol};
 pub use sleep::Sleep;
 pub use task::{LocalBoxFuture, Task, TaskFactory, TaskHandle};

@@ -35,6 +35,9 @@ pub enum ExtraInfo {
     /// `"socket"`: the connection's descriptor. The transport owns it:
     /// do not close it.
     Socket(RawFd),
+    /// `"subprocess"` of a subprocess transport: the child's pid (asyncio
+    /// gives its `Popen` object).
+    Pid(u32),
 }
 
 /// A stream connection (TCP or Unix socket): asyncio's `Transport`.
