@@ -112,3 +112,54 @@ impl Drop for Guard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::Backend;
+    use crate::process::child::Child;
+
+    /// Both io_uring paths (WAITID, and POLL_ADD then waitid) and the
+    /// epoll path reap the child and decode its status.
+    #[test]
+    fn every_wait_path_reaps() {
+        for (backend, uring_waitid) in [
+            (Backend::Uring, true),
+            (Backend::Uring, false),
+            (Backend::Epoll, false),
+        ] {
+            let Ok(lp) = EventLoop::builder().backend(backend).build() else {
+                eprintln!("skipped: {backend} unavailable");
+                continue;
+            };
+            if uring_waitid && !lp.kernel_features().is_some_and(|f| f.waitid) {
+                eprintln!("skipped: no IORING_OP_WAITID on this kernel");
+                continue;
+            }
+            let std_child = std::process::Command::new("sh")
+                .args(["-c", "sleep 0.05; exit 9"])
+                .spawn()
+                .unwrap();
+            let child = Child::adopt(std_child.id() as libc::pid_t).unwrap();
+            let pidfd = child.pidfd().cloned().unwrap();
+            let l = lp.clone();
+            let code = lp
+                .run_until_complete(async move {
+                    loop {
+                        let op = WaitChild::new(pidfd.clone(), uring_waitid);
+                        match Op::submit(&l.driver_ref(), op).unwrap().await {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            other => break other,
+                        }
+                    }
+                })
+                .unwrap()
+                .unwrap();
+            assert_eq!(code, 9, "{backend} waitid={uring_waitid}");
+            // Reaped: nothing left to wait for.
+            child.set_reaped();
+            assert!(child.try_reap().is_err());
+            lp.close().unwrap();
+        }
+    }
+}

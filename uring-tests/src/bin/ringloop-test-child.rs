@@ -84,17 +84,21 @@ fn main() {
             0
         }
         "fds" => {
-            let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")
                 .map(|d| {
                     d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
                         .collect()
                 })
                 .unwrap_or_default();
-            fds.sort();
-            // The last one is read_dir's own directory descriptor.
-            fds.pop();
-            let list: Vec<String> = fds.iter().map(i32::to_string).collect();
-            print!("{}", list.join(" "));
+            // read_dir's own descriptor is closed by now: drop it.
+            let mut fds: Vec<String> = listed
+                .into_iter()
+                // SAFETY: F_GETFD only checks that the descriptor is open.
+                .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+                .map(|fd| fd.to_string())
+                .collect();
+            fds.sort_by_key(|f| f.parse::<i32>().unwrap_or(0));
+            print!("{}", fds.join(" "));
             0
         }
         "pwd" => {
