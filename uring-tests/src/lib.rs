@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ringloop::{ErrorContext, EventLoop};
 
+pub mod pipes;
 pub mod proto;
 pub mod subproc;
 

@@ -1,7 +1,7 @@
 //! READ: read into an owned buffer at an offset (or the file position).
 //!
-//! io_uring: `IORING_OP_READ`. Used by the sendfile fallback and, later,
-//! by read pipe transports.
+//! io_uring: `IORING_OP_READ`. Used by the sendfile fallback and by read
+//! pipe transports (offset `u64::MAX`: the file position).
 
 use std::io;
 use std::os::fd::RawFd;
