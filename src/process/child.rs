@@ -6,7 +6,7 @@
 //! the child is reaped its pid cannot be reused, so signalling it is safe;
 //! after, signalling is refused (`ESRCH`), never sent to a recycled pid.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
@@ -19,7 +19,8 @@ pub(crate) struct Child {
     pid: libc::pid_t,
     /// `None` where the kernel has no `pidfd_open` (or seccomp forbids
     /// it): the child is then watched by polling `waitpid(pid, WNOHANG)`.
-    pidfd: Option<Rc<OwnedFd>>,
+    /// Closed once the child is reaped.
+    pidfd: RefCell<Option<Rc<OwnedFd>>>,
     /// Set once reaped: the pid may belong to someone else from then on.
     reaped: Cell<bool>,
 }
@@ -62,7 +63,7 @@ impl Child {
         reap_orphans();
         Ok(Child {
             pid,
-            pidfd,
+            pidfd: RefCell::new(pidfd),
             reaped: Cell::new(false),
         })
     }
@@ -71,17 +72,19 @@ impl Child {
         self.pid
     }
 
-    pub(crate) fn pidfd(&self) -> Option<&Rc<OwnedFd>> {
-        self.pidfd.as_ref()
+    pub(crate) fn pidfd(&self) -> Option<Rc<OwnedFd>> {
+        self.pidfd.borrow().clone()
     }
 
     pub(crate) fn is_reaped(&self) -> bool {
         self.reaped.get()
     }
 
-    /// Records that the child was reaped (by the watcher's operation).
+    /// Records that the child was reaped (by the watcher's operation);
+    /// its pidfd is closed.
     pub(crate) fn set_reaped(&self) {
         self.reaped.set(true);
+        self.pidfd.borrow_mut().take();
     }
 
     /// Sends `signum` (`pidfd_send_signal`, or `kill` where pidfds are
@@ -91,7 +94,7 @@ impl Child {
         if self.reaped.get() {
             return Err(no_such_process());
         }
-        let rc = match &self.pidfd {
+        let rc = match self.pidfd() {
             Some(fd) => {
                 // SAFETY: a valid pidfd, a signal number, no siginfo (the
                 // kernel fills it as for kill), no flags.
@@ -123,7 +126,7 @@ impl Child {
         if self.reaped.get() {
             return Err(no_such_process());
         }
-        let code = match &self.pidfd {
+        let code = match self.pidfd() {
             Some(fd) => {
                 // SAFETY: siginfo_t is plain data; zeroes are valid.
                 let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -138,7 +141,7 @@ impl Child {
                 None => return Ok(None),
             },
         };
-        self.reaped.set(true);
+        self.set_reaped();
         Ok(Some(code))
     }
 
@@ -154,11 +157,17 @@ impl Child {
         if let Ok(Some(_)) = self.try_reap() {
             return;
         }
-        self.reaped.set(true);
         let orphan = Orphan {
             pid: self.pid,
-            pidfd: self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()),
+            // A dup: the watcher's operation may still hold the original.
+            // Without one, the pid (still ours: unreaped) does.
+            pidfd: self
+                .pidfd
+                .borrow_mut()
+                .take()
+                .and_then(|fd| fd.try_clone().ok()),
         };
+        self.reaped.set(true);
         ORPHANS
             .lock()
             .unwrap_or_else(|p| p.into_inner())

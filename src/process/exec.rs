@@ -144,14 +144,9 @@ pub(crate) async fn start(
         inner: inner.clone(),
     };
     inner.calls.start(transport.clone());
-    // connection_made (and the pipes' own) were scheduled before this
-    // callback: when it runs, the protocol knows its transport.
-    let waiter = lp.create_future::<()>();
-    let w = waiter.clone();
-    lp.call_soon(move || {
-        let _ = w.set_result(());
-    })?;
-    waiter.await.map_err(io::Error::other)?;
+    // connection_made (and the pipes' own) were scheduled before: when
+    // this resolves, the protocol knows its transport.
+    crate::pipe::scheduled_callbacks_ran(lp).await?;
     guard.disarm();
     Ok(transport)
 }

@@ -53,7 +53,7 @@ pub(crate) fn start(lp: &EventLoop, inner: &Rc<ProcInner>) -> crate::Result<()> 
 /// Waits for the child's exit and reaps it.
 async fn wait_exit(lp: &EventLoop, guard: &Guard) -> io::Result<i32> {
     let inner = guard.inner();
-    let Some(pidfd) = inner.child.pidfd().cloned() else {
+    let Some(pidfd) = inner.child.pidfd() else {
         return poll_exit(lp, inner).await;
     };
     let mut uring_waitid = lp.kernel_features().is_some_and(|f| f.waitid);
@@ -141,7 +141,7 @@ mod tests {
                 .spawn()
                 .unwrap();
             let child = Child::adopt(std_child.id() as libc::pid_t).unwrap();
-            let pidfd = child.pidfd().cloned().unwrap();
+            let pidfd = child.pidfd().unwrap();
             let l = lp.clone();
             let code = lp
                 .run_until_complete(async move {

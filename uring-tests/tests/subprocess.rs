@@ -460,3 +460,307 @@ fn panicking_protocol_is_reported_and_the_end_still_comes() {
     assert!(errors[0].contains("process_exited"), "{}", errors[0]);
     assert!(errors[0].contains("boom"), "{}", errors[0]);
 }
+
+// ----- pipes -------------------------------------------------------------
+
+use ringloop::process::PipeTransport;
+use ringloop_uring_tests::pattern;
+
+/// The stdin pipe's transport.
+fn stdin_of(t: &SubprocessTransport) -> ringloop::WritePipeTransport {
+    match t.get_pipe_transport(0) {
+        Some(PipeTransport::Write(w)) => w,
+        other => panic!("stdin is not a write pipe: {other:?}"),
+    }
+}
+
+/// The log without flow-control events.
+fn events(seen: &ProcSeenRef) -> Vec<String> {
+    seen.borrow()
+        .log
+        .iter()
+        .filter(|e| *e != "pause" && *e != "resume")
+        .cloned()
+        .collect()
+}
+
+/// asyncio's rule: `connection_lost` last, after `process_exited` and
+/// after every `pipe_connection_lost`.
+fn assert_end_order(log: &[String], pipes: &[i32]) {
+    assert_eq!(log.first().map(String::as_str), Some("made"), "{log:?}");
+    assert_eq!(log.last().map(String::as_str), Some("lost"), "{log:?}");
+    assert_eq!(log.iter().filter(|e| *e == "lost").count(), 1, "{log:?}");
+    assert_eq!(log.iter().filter(|e| *e == "exited").count(), 1, "{log:?}");
+    for fd in pipes {
+        let n = log
+            .iter()
+            .filter(|e| e.starts_with(&format!("pipe_lost {fd} ")))
+            .count();
+        assert_eq!(n, 1, "pipe {fd}: {log:?}");
+    }
+    // No data for a pipe after its pipe_connection_lost.
+    for fd in [1, 2] {
+        if let Some(lost_at) = log
+            .iter()
+            .position(|e| e.starts_with(&format!("pipe_lost {fd} ")))
+        {
+            let data = format!("data {fd}");
+            assert!(
+                !log[lost_at..].contains(&data),
+                "data after pipe_lost {fd}: {log:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn four_mib_each_way_at_once_without_deadlock() {
+    const N: usize = 4 << 20;
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let (code, seen) = tl.block_on(async move {
+        let (t, seen) = exec(
+            &lp,
+            CHILD,
+            &["big", "4194304", "11", "12", "13"],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let stdin = stdin_of(&t);
+        stdin.write(&pattern(N, 11)).unwrap();
+        stdin.close();
+        let code = t.wait().await;
+        until_lost(&lp, &seen).await;
+        (code, seen)
+    });
+    assert_eq!(code, 0, "the child saw different stdin bytes");
+    let s = seen.borrow();
+    assert!(
+        s.out == pattern(N, 12),
+        "stdout differs ({} bytes)",
+        s.out.len()
+    );
+    assert!(
+        s.err == pattern(N, 13),
+        "stderr differs ({} bytes)",
+        s.err.len()
+    );
+    assert_end_order(&events(&seen), &[0, 1, 2]);
+    // 4 MiB into a pipe the child drains slowly: flow control ran.
+    assert!(s.log.iter().any(|e| e == "pause"), "{:?}", s.log);
+}
+
+#[test]
+fn cat_round_trip_and_event_order() {
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let seen = tl.block_on(async move {
+        let (t, seen) = exec(&lp, CHILD, &["cat"], Default::default())
+            .await
+            .unwrap();
+        assert!(matches!(
+            t.get_pipe_transport(1),
+            Some(PipeTransport::Read(_))
+        ));
+        assert!(matches!(
+            t.get_pipe_transport(2),
+            Some(PipeTransport::Read(_))
+        ));
+        let stdin = stdin_of(&t);
+        stdin.writelines([&b"hello "[..], b"world"]).unwrap();
+        stdin.write_eof();
+        assert_eq!(t.wait().await, 0);
+        until_lost(&lp, &seen).await;
+        seen
+    });
+    assert_eq!(seen.borrow().out, b"hello world");
+    assert!(seen.borrow().err.is_empty());
+    assert_end_order(&events(&seen), &[0, 1, 2]);
+}
+
+#[test]
+fn stderr_to_stdout_through_one_pipe() {
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let seen = tl.block_on(async move {
+        let options = SubprocessOptions::default()
+            .stdin(Stdio::Null)
+            .stderr(Stdio::Stdout);
+        let (t, seen) = exec(&lp, CHILD, &["out-err"], options).await.unwrap();
+        assert!(t.get_pipe_transport(0).is_none());
+        assert!(
+            t.get_pipe_transport(2).is_none(),
+            "stderr has no pipe of its own"
+        );
+        t.wait().await;
+        until_lost(&lp, &seen).await;
+        seen
+    });
+    assert_eq!(seen.borrow().out, b"out\nerr\n");
+    assert_end_order(&events(&seen), &[1]);
+}
+
+/// `dev:ino` of one of our descriptors, as the child's `stat` prints it.
+fn file_id(fd: i32) -> String {
+    // SAFETY (test): plain data the kernel fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY (test): a valid out-pointer.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return "closed".into();
+    }
+    format!("{}:{}", st.st_dev, st.st_ino)
+}
+
+#[test]
+fn inherit_and_null_stdio() {
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let err = tl.block_on(async move {
+        let options = SubprocessOptions::default()
+            .stdin(Stdio::Inherit)
+            .stdout(Stdio::Null)
+            .stderr(Stdio::Pipe);
+        let (t, seen) = exec(&lp, CHILD, &["stat"], options).await.unwrap();
+        t.wait().await;
+        until_lost(&lp, &seen).await;
+        let err = String::from_utf8(seen.borrow().err.clone()).unwrap();
+        err
+    });
+    let ids: Vec<&str> = err.split(' ').collect();
+    assert_eq!(ids[0], file_id(0), "stdin is inherited");
+    let null = std::fs::File::open("/dev/null").unwrap();
+    assert_eq!(
+        ids[1],
+        file_id(std::os::fd::AsRawFd::as_raw_fd(&null)),
+        "stdout is /dev/null"
+    );
+}
+
+#[test]
+fn broken_stdin_pipe_is_reported_not_fatal() {
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let seen = tl.block_on(async move {
+        let options = SubprocessOptions::default()
+            .stdout(Stdio::Null)
+            .stderr(Stdio::Null);
+        let (t, seen) = exec(&lp, CHILD, &["exit", "0"], options).await.unwrap();
+        assert_eq!(t.wait().await, 0);
+        // The reader is gone: far more than a pipe holds.
+        stdin_of(&t).write(&vec![7u8; 1 << 20]).unwrap();
+        until_lost(&lp, &seen).await;
+        seen
+    });
+    let log = events(&seen);
+    assert!(
+        log.contains(&"pipe_lost 0 BrokenPipe".to_string()),
+        "{log:?}"
+    );
+    assert_end_order(&log, &[0]);
+}
+
+#[test]
+fn close_with_pipes_kills_and_ends() {
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let seen = tl.block_on(async move {
+        let (t, seen) = exec(&lp, CHILD, &["cat"], Default::default())
+            .await
+            .unwrap();
+        stdin_of(&t).write(b"never read to the end").unwrap();
+        t.close();
+        assert!(t.get_pipe_transport(1).unwrap().is_closing());
+        assert_eq!(t.wait().await, -libc::SIGKILL);
+        until_lost(&lp, &seen).await;
+        seen
+    });
+    assert_end_order(&events(&seen), &[0, 1, 2]);
+}
+
+#[test]
+fn child_gets_default_sigpipe() {
+    // Write pipes make the loop ignore SIGPIPE; children must not inherit
+    // that (a `yes | head` pipeline would never end). `cat` shows what it
+    // inherited (a Rust child would ignore SIGPIPE itself). Both spawn
+    // paths: fork (close_fds) and posix_spawn.
+    let tl = TestLoop::new();
+    for close_fds in [true, false] {
+        let lp = tl.lp();
+        let status = tl.block_on(async move {
+            let options = SubprocessOptions::default().close_fds(close_fds);
+            // Make sure SIGPIPE is ignored here first.
+            let (t, seen) = exec(&lp, CHILD, &["cat"], Default::default())
+                .await
+                .unwrap();
+            stdin_of(&t).close();
+            t.wait().await;
+            until_lost(&lp, &seen).await;
+            let (t, seen) = exec(&lp, "cat", &["/proc/self/status"], options)
+                .await
+                .unwrap();
+            t.wait().await;
+            until_lost(&lp, &seen).await;
+            let out = String::from_utf8(seen.borrow().out.clone()).unwrap();
+            out
+        });
+        let ignored = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap();
+        assert_eq!(
+            ignored & (1 << (libc::SIGPIPE - 1)),
+            0,
+            "close_fds={close_fds}"
+        );
+    }
+}
+
+/// A protocol that writes to stdin from `connection_made` and closes the
+/// transport from `pipe_data_received`: re-entrant calls work.
+struct Reentrant(ProcSeenRef, Option<SubprocessTransport>);
+
+impl BaseProtocol for Reentrant {
+    type Transport = SubprocessTransport;
+    fn connection_made(&mut self, t: SubprocessTransport) {
+        stdin_of(&t).write(b"ping").unwrap();
+        stdin_of(&t).write_eof();
+        self.1 = Some(t);
+    }
+    fn connection_lost(&mut self, _: Option<io::Error>) {
+        self.0.borrow_mut().lost = true;
+        self.1 = None;
+    }
+}
+
+impl SubprocessProtocol for Reentrant {
+    fn pipe_data_received(&mut self, _fd: i32, data: &[u8]) {
+        self.0.borrow_mut().out.extend_from_slice(data);
+        if let Some(t) = &self.1 {
+            t.close();
+        }
+    }
+}
+
+#[test]
+fn protocol_may_call_back_into_the_transport() {
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    tl.block_on(async move {
+        let seen = ProcSeenRef::default();
+        let s = seen.clone();
+        let (t, _) = lp
+            .subprocess_exec(
+                move || Reentrant(s, None),
+                CHILD,
+                ["cat"],
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        t.wait().await;
+        until_lost(&lp, &seen).await;
+        assert_eq!(seen.borrow().out, b"ping");
+    });
+}

@@ -101,9 +101,24 @@ fn failed_spawns_leak_no_descriptor() {
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
     assert_eq!(fd_count(), before, "descriptors leaked by failed spawns");
-    // And a normal run leaks none either.
+    // And a normal run leaks none either, pipes included: they are all
+    // closed when connection_lost runs.
     run_children(&tl, 3);
     assert_eq!(fd_count(), before, "descriptors leaked by a run");
+    let lp = tl.lp();
+    let open_at_lost = tl.block_on(async move {
+        let (t, seen) = exec(&lp, CHILD, &["cat"], Default::default())
+            .await
+            .unwrap();
+        let stdin = t.get_pipe_transport(0).unwrap();
+        stdin.as_write().unwrap().write(b"some bytes").unwrap();
+        stdin.close();
+        assert_eq!(t.wait().await, 0);
+        until_lost(&lp, &seen).await;
+        assert_eq!(seen.borrow().out, b"some bytes");
+        fd_count()
+    });
+    assert_eq!(open_at_lost, before, "pipes still open at connection_lost");
 }
 
 /// A pipe without close-on-exec, as a C library or `libc::pipe` makes.

@@ -17,6 +17,7 @@
 //! - `ids`: prints `pid pgid sid`.
 //! - `write-fd FD TEXT`: writes TEXT to descriptor FD (exit 5 if it is
 //!   not open).
+//! - `stat`: prints `dev:ino` of descriptors 0, 1 and 2 to stderr.
 
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
@@ -131,6 +132,21 @@ fn main() {
                 let _ = f.write_all(arg(&args, 3).as_bytes());
                 0
             }
+        }
+        "stat" => {
+            let ids: Vec<String> = (0..3)
+                .map(|fd| {
+                    // SAFETY: plain data the kernel fills.
+                    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                    // SAFETY: a valid out-pointer.
+                    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+                        return "closed".to_string();
+                    }
+                    format!("{}:{}", st.st_dev, st.st_ino)
+                })
+                .collect();
+            eprint!("{}", ids.join(" "));
+            0
         }
         other => {
             eprintln!("unknown mode {other:?}");
