@@ -23,21 +23,23 @@ use crate::protocol::BaseProtocol;
 /// # Example
 ///
 /// ```
-/// use std::cell::RefCell;
-/// use std::rc::Rc;
-/// use ringloop::{BaseProtocol, SubprocessProtocol, SubprocessTransport};
+/// use ringloop::{BaseProtocol, LoopFuture, SubprocessProtocol, SubprocessTransport};
 ///
-/// #[derive(Default)]
 /// struct Collect {
 ///     out: Vec<u8>,
 ///     transport: Option<SubprocessTransport>,
 ///     code: Option<i32>,
+///     done: LoopFuture<()>,
 /// }
 ///
 /// impl BaseProtocol for Collect {
 ///     type Transport = SubprocessTransport;
 ///     fn connection_made(&mut self, t: SubprocessTransport) {
 ///         self.transport = Some(t);
+///     }
+///     fn connection_lost(&mut self, _: Option<std::io::Error>) {
+///         // The child exited and every pipe is closed.
+///         let _ = self.done.set_result(());
 ///     }
 /// }
 ///
@@ -55,12 +57,15 @@ use crate::protocol::BaseProtocol;
 /// let lp = ringloop::EventLoop::new()?;
 /// let l = lp.clone();
 /// let (out, code) = lp.run_until_complete(async move {
-///     let (transport, proto) = l
-///         .subprocess_exec(Collect::default, "echo", ["hello"], Default::default())
+///     let done = l.create_future();
+///     let d = done.clone();
+///     let factory = move || Collect { out: Vec::new(), transport: None, code: None, done: d };
+///     let (_transport, proto) = l
+///         .subprocess_exec(factory, "echo", ["hello"], Default::default())
 ///         .await?;
-///     transport.wait().await;
+///     done.await?;
 ///     let p = proto.borrow();
-///     Ok::<_, std::io::Error>((p.out.clone(), p.code))
+///     Ok::<_, Box<dyn std::error::Error>>((p.out.clone(), p.code))
 /// })??;
 /// assert_eq!(out, b"hello\n");
 /// assert_eq!(code, Some(0));
