@@ -94,7 +94,8 @@ fn kill_terminate_and_send_signal() {
     let tl = TestLoop::new();
     let lp = tl.lp();
     tl.block_on(async move {
-        let cases: [(&str, fn(&SubprocessTransport) -> io::Result<()>, i32); 3] = [
+        type Send = fn(&SubprocessTransport) -> io::Result<()>;
+        let cases: [(&str, Send, i32); 3] = [
             ("kill", |t| t.kill(), -libc::SIGKILL),
             ("terminate", |t| t.terminate(), -libc::SIGTERM),
             (
