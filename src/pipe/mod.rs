@@ -58,3 +58,6 @@ pub(crate) use connect::scheduled_callbacks_ran;
 pub use protocol::{ReadPipeProtocol, WritePipeProtocol};
 pub use read::ReadPipeTransport;
 pub use write::WritePipeTransport;
+
+#[cfg(test)]
+mod tests;

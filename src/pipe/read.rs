@@ -120,6 +120,8 @@ impl ReadIo {
                     buf,
                     len: READ_SIZE,
                     offset: u64::MAX,
+                    // PipeFd set O_NONBLOCK.
+                    nonblocking: true,
                 };
                 match Op::try_submit(driver, op) {
                     Ok(op) => self.read = Some(op),

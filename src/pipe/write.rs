@@ -223,94 +223,113 @@ impl WriteInner {
         }
     }
 
-    /// Watches, completes and starts writes.
+    /// Completes and starts writes, then checks the hang-up watch (after
+    /// the writes: a write to a vanished reader fails with `EPIPE` just
+    /// the same, and the watch must be polled on every run to be woken).
     fn step(self: &Rc<Self>, cx: &mut Context<'_>) -> Step {
-        let fd = self.core.raw_fd;
-        let driver = &self.core.driver;
+        let wrote = self.step_write(cx);
+        if matches!(wrote, Step::Lost(_)) || self.core.is_finished() {
+            return wrote;
+        }
+        match self.poll_watch(cx) {
+            Some(e) => Step::Lost(e),
+            None => wrote,
+        }
+    }
+
+    /// Polls the watch for the reader going away (started on the first
+    /// call); the error once it went away.
+    fn poll_watch(&self, cx: &mut Context<'_>) -> Option<io::Error> {
         let mut io = self.io.borrow_mut();
         if !io.watching {
             io.watching = true;
             let watch = PollOnce {
-                fd,
+                fd: self.core.raw_fd,
                 mask: (libc::POLLERR | libc::POLLHUP) as u32,
             };
             // Without the watch, a vanished reader is still noticed at the
             // next write; a failure to start it is no reason to fail.
-            io.watch = Op::submit(driver, watch).ok();
+            io.watch = Op::submit(&self.core.driver, watch).ok();
         }
-        if let Some(watch) = io.watch.as_mut() {
-            if let Poll::Ready(r) = Pin::new(watch).poll(cx) {
-                io.watch = None;
-                let hangup = (libc::POLLERR | libc::POLLHUP) as u32;
-                if matches!(r, Ok(events) if events & hangup != 0) {
-                    return Step::Lost(broken_pipe());
-                }
-                // The descriptor cannot be polled (`/dev/null`): no watch.
-            }
-        }
+        let watch = io.watch.as_mut()?;
+        let Poll::Ready(r) = Pin::new(watch).poll(cx) else {
+            return None;
+        };
+        io.watch = None;
+        let hangup = (libc::POLLERR | libc::POLLHUP) as u32;
+        // Anything else: the descriptor cannot be polled (`/dev/null`),
+        // so there is no watch.
+        matches!(r, Ok(events) if events & hangup != 0).then(broken_pipe)
+    }
+
+    /// Completes the write in flight and starts the next, until one is
+    /// pending or the buffer is empty (on epoll each start tries its
+    /// `writev` at once).
+    fn step_write(self: &Rc<Self>, cx: &mut Context<'_>) -> Step {
+        let fd = self.core.raw_fd;
+        let driver = &self.core.driver;
+        let mut io = self.io.borrow_mut();
         if let Some(w) = io.writable.as_mut() {
             if Pin::new(w).poll(cx).is_pending() {
                 return Step::Idle;
             }
             io.writable = None;
         }
-        if let Some(op) = io.write.as_mut() {
-            let Poll::Ready((res, chunks)) = Pin::new(op).poll(cx) else {
-                return Step::Idle;
+        if io.write.is_none() {
+            let chunks = {
+                let mut st = self.state.borrow_mut();
+                if st.buf.is_empty() {
+                    None
+                } else {
+                    Some(st.buf.take_for_send())
+                }
             };
-            io.write = None;
-            let mut st = self.state.borrow_mut();
-            match res {
-                Ok(n) => st.buf.complete_send(chunks, n),
-                Err(e) => {
-                    st.buf.complete_send(chunks, 0);
-                    match e.kind() {
-                        io::ErrorKind::Interrupted => {}
-                        io::ErrorKind::WouldBlock => {
-                            let wait = PollOnce {
-                                fd,
-                                mask: libc::POLLOUT as u32,
-                            };
-                            match Op::submit(driver, wait) {
-                                Ok(op) => io.writable = Some(op),
-                                Err(e) => return Step::Lost(e),
-                            }
-                        }
-                        _ => return Step::Lost(e),
-                    }
-                }
-            }
-            drop(st);
-            drop(io);
-            self.maybe_resume_protocol();
-            return Step::Progress;
-        }
-        let chunks = {
-            let mut st = self.state.borrow_mut();
-            if st.buf.is_empty() {
-                None
-            } else {
-                Some(st.buf.take_for_send())
-            }
-        };
-        match chunks {
-            Some(chunks) => {
-                match Op::try_submit(driver, WriteV::new(fd, chunks)) {
-                    Ok(op) => io.write = Some(op),
-                    Err((e, op)) => {
-                        let chunks = op.into_chunks();
-                        self.state.borrow_mut().buf.complete_send(chunks, 0);
-                        return Step::Lost(e);
-                    }
-                }
-                Step::Progress
-            }
-            None => {
+            let Some(chunks) = chunks else {
                 drop(io);
                 self.drained();
-                Step::Idle
+                return Step::Idle;
+            };
+            match Op::try_submit(driver, WriteV::new(fd, chunks)) {
+                Ok(op) => io.write = Some(op),
+                Err((e, op)) => {
+                    let chunks = op.into_chunks();
+                    self.state.borrow_mut().buf.complete_send(chunks, 0);
+                    return Step::Lost(e);
+                }
             }
         }
+        let Some(op) = io.write.as_mut() else {
+            return Step::Idle;
+        };
+        let Poll::Ready((res, chunks)) = Pin::new(op).poll(cx) else {
+            return Step::Idle;
+        };
+        io.write = None;
+        let mut st = self.state.borrow_mut();
+        match res {
+            Ok(n) => st.buf.complete_send(chunks, n),
+            Err(e) => {
+                st.buf.complete_send(chunks, 0);
+                match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock => {
+                        let wait = PollOnce {
+                            fd,
+                            mask: libc::POLLOUT as u32,
+                        };
+                        match Op::submit(driver, wait) {
+                            Ok(op) => io.writable = Some(op),
+                            Err(e) => return Step::Lost(e),
+                        }
+                    }
+                    _ => return Step::Lost(e),
+                }
+            }
+        }
+        drop(st);
+        drop(io);
+        self.maybe_resume_protocol();
+        Step::Progress
     }
 
     /// Nothing left to write: finish a close or `write_eof`.

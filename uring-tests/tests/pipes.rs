@@ -551,3 +551,132 @@ fn loop_close_releases_open_pipes() {
     assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
     assert_eq!(fd_count(), before);
 }
+
+#[test]
+fn read_error_is_reported_and_ends_the_transport() {
+    let _g = fd_lock();
+    let mut tl = TestLoop::new();
+    let errors = tl.expect_errors();
+    let (r, w) = os_pipe();
+    // The write end cannot be read: every read fails with EBADF.
+    let (t, seen) = connect_read(&tl, w);
+    let s = seen.clone();
+    run_until(&tl, move || s.borrow().lost());
+    assert_eq!(log(&seen), ["made", "lost Uncategorized"]);
+    assert_eq!(
+        seen.borrow().lost_error.as_ref().unwrap().raw_os_error(),
+        Some(libc::EBADF)
+    );
+    let errs = errors.borrow();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("Fatal read error on pipe transport"),
+        "{}",
+        errs[0]
+    );
+    assert!(t.is_closed());
+    drop(r);
+}
+
+#[test]
+fn blocking_mode_is_restored_at_close() {
+    let _g = fd_lock();
+    let tl = TestLoop::new();
+    let nonblocking = |fd: i32| {
+        // SAFETY: F_GETFL only reads the status flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        assert!(flags >= 0);
+        flags & libc::O_NONBLOCK != 0
+    };
+    let (r, w) = os_pipe();
+    // A second descriptor for the same open file description, as a dup
+    // of stdin shares the terminal's.
+    let other = r.try_clone().unwrap();
+    assert!(!nonblocking(other.as_raw_fd()));
+    let (t, seen) = connect_read(&tl, r);
+    assert!(
+        nonblocking(other.as_raw_fd()),
+        "the transport runs non-blocking"
+    );
+    t.close();
+    let s = seen.clone();
+    run_until(&tl, move || s.borrow().lost());
+    assert!(
+        !nonblocking(other.as_raw_fd()),
+        "blocking mode not restored"
+    );
+    // A descriptor that was non-blocking already stays so.
+    let (r2, _w2) = os_pipe();
+    // SAFETY: sets O_NONBLOCK on our own descriptor.
+    unsafe { libc::fcntl(r2.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    let other2 = r2.try_clone().unwrap();
+    let (t2, seen2) = connect_read(&tl, r2);
+    t2.close();
+    let s = seen2.clone();
+    run_until(&tl, move || s.borrow().lost());
+    assert!(nonblocking(other2.as_raw_fd()));
+    drop(w);
+}
+
+#[test]
+fn write_protocol_panic_is_reported_and_closes() {
+    use ringloop::{BaseProtocol, WritePipeProtocol};
+    struct PanicOnPause(Rc<Cell<Option<String>>>);
+    impl BaseProtocol for PanicOnPause {
+        type Transport = WritePipeTransport;
+        fn pause_writing(&mut self) {
+            panic!("pause_writing failed on purpose");
+        }
+        fn connection_lost(&mut self, e: Option<io::Error>) {
+            self.0.set(Some(format!("{:?}", e.map(|e| e.kind()))));
+        }
+    }
+    impl WritePipeProtocol for PanicOnPause {}
+
+    let _g = fd_lock();
+    let mut tl = TestLoop::new();
+    let errors = tl.expect_errors();
+    let (r, w) = os_pipe();
+    let lost = Rc::new(Cell::new(None));
+    let l = lost.clone();
+    let (t, _p) = tl
+        .block_on(tl.lp().connect_write_pipe(move || PanicOnPause(l), w))
+        .unwrap();
+    t.write(&pattern(1 << 20, 4)).unwrap();
+    let l = lost.clone();
+    run_until(&tl, move || {
+        let v = l.take();
+        let done = v.is_some();
+        l.set(v);
+        done
+    });
+    assert_eq!(lost.take().as_deref(), Some("Some(Other)"));
+    let errs = errors.borrow();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("pause_writing"), "{}", errs[0]);
+    assert!(t.is_closed());
+    drop(r);
+}
+
+#[test]
+fn close_while_paused_or_reading_releases_everything() {
+    let _g = fd_lock();
+    let tl = TestLoop::new();
+    let before = fd_count();
+    for i in 0..100 {
+        let (r, w) = os_pipe();
+        let mut w = File::from(w);
+        let (t, seen) = connect_read(&tl, r);
+        w.write_all(b"pending").unwrap();
+        if i % 2 == 0 {
+            t.pause_reading();
+        }
+        idle(&tl, Duration::from_millis(1));
+        t.close();
+        let s = seen.clone();
+        run_until(&tl, move || s.borrow().lost());
+        assert_eq!(seen.borrow().lost_calls, 1);
+    }
+    assert_eq!(fd_count(), before);
+    assert_eq!(tl.in_flight_ops(), 0);
+}
