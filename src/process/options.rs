@@ -139,8 +139,10 @@ impl SubprocessOptions {
         self
     }
 
-    /// The child's working directory (`cwd=`). A relative program name
-    /// is still looked up from the loop's directory and `PATH`.
+    /// The child's working directory (`cwd=`). As in Python, a relative
+    /// program path (`./tool`) is then taken relative to this directory;
+    /// a bare name is looked up in `PATH`. A directory that does not
+    /// exist is an error from the spawn call.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
         self

@@ -765,3 +765,39 @@ fn protocol_may_call_back_into_the_transport() {
         assert_eq!(seen.borrow().out, b"ping");
     });
 }
+
+#[test]
+fn wait_returns_at_exit_while_a_grandchild_holds_the_pipe() {
+    // asyncio 3.7's wait(): the return code as soon as the child exits;
+    // connection_lost waits for the pipes, which a background grandchild
+    // keeps open here (for a second).
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    tl.block_on(async move {
+        let (proto, seen) = ringloop_uring_tests::subproc::ProcRecorder::new();
+        let options = SubprocessOptions::default()
+            .stdin(Stdio::Null)
+            .stderr(Stdio::Null);
+        let cmd = format!("'{CHILD}' sleep 1 & exit 0");
+        let started = std::time::Instant::now();
+        let (t, _) = lp
+            .subprocess_shell(move || proto, cmd, options)
+            .await
+            .unwrap();
+        assert_eq!(t.wait().await, 0);
+        assert!(started.elapsed() < std::time::Duration::from_millis(800));
+        lp.sleep(std::time::Duration::from_millis(50))
+            .unwrap()
+            .await;
+        assert_eq!(
+            seen.borrow().log,
+            vec!["made", "exited"],
+            "stdout is still open"
+        );
+        // Closing the transport closes the pipe: the end comes now.
+        t.close();
+        until_lost(&lp, &seen).await;
+        assert!(started.elapsed() < std::time::Duration::from_millis(800));
+        assert_end_order(&events(&seen), &[1]);
+    });
+}

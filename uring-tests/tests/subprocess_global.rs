@@ -6,6 +6,7 @@
 //! - a failed spawn leaks no descriptor;
 //! - `close_fds` keeps an inheritable descriptor from the child;
 //! - closing the loop kills a running child, which is then reaped;
+//! - a `subprocess_exec` future dropped midway kills and reaps its child;
 //! - without pidfds (seccomp makes `pidfd_open` fail with ENOSYS, as on
 //!   kernels before 5.3) children are still watched, reaped and
 //!   signalled (re-runs this binary as a child with
@@ -30,17 +31,38 @@ fn quiet() -> SubprocessOptions {
         .stderr(Stdio::Null)
 }
 
-/// `waitpid(-1, WNOHANG)`: `Err(ECHILD)` when this process has no child.
+/// `waitid(P_ALL, WNOHANG | WNOWAIT)`: `Err(ECHILD)` when this process
+/// has no child at all (running or zombie). Reaps nothing.
 fn any_child_left() -> io::Result<libc::pid_t> {
-    let mut status = 0;
-    // SAFETY: a valid out-pointer; WNOHANG, so nothing is reaped unless
-    // it already exited (the scenario asserts there is nothing).
-    let rc = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    // SAFETY (test): plain data the kernel fills.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY (test): a valid out-pointer; WNOWAIT leaves any child as it
+    // is.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(rc)
+        // SAFETY (test): filled by waitid (0 when a child runs).
+        Ok(unsafe { info.si_pid() })
     }
+}
+
+/// Runs the loop until this process has no child left (bounded).
+fn until_no_child(tl: &TestLoop) {
+    let lp = tl.lp();
+    tl.block_on(async move {
+        ringloop_uring_tests::proto::wait_until(&lp, || {
+            any_child_left().err().and_then(|e| e.raw_os_error()) == Some(libc::ECHILD)
+        })
+        .await
+    });
 }
 
 fn run_children(tl: &TestLoop, n: u32) {
@@ -180,6 +202,26 @@ fn inheritable_fds() -> Vec<i32> {
     fds
 }
 
+fn cancelled_spawn_kills_and_reaps() {
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let task = lp
+        .create_task(async move {
+            let l = ringloop::get_running_loop().unwrap();
+            exec(&l, CHILD, &["sleep", "60"], quiet()).await
+        })
+        .unwrap();
+    // One iteration: the task spawns the child, then waits for
+    // connection_made; cancel it there.
+    lp.run_once().unwrap();
+    assert!(
+        any_child_left().is_ok(),
+        "the child should have been spawned"
+    );
+    assert!(task.cancel());
+    until_no_child(&tl);
+}
+
 fn pid_gone(pid: u32) -> bool {
     // A zombie still has /proc/<pid>; a reaped child does not (a reused
     // pid within the test's second is not a concern here).
@@ -287,7 +329,7 @@ fn main() {
         no_pidfd_child();
         return;
     }
-    let scenarios: [(&str, fn()); 5] = [
+    let scenarios: [(&str, fn()); 6] = [
         (
             "no_zombies_and_foreign_children_untouched",
             no_zombies_and_foreign_children_untouched,
@@ -303,6 +345,10 @@ fn main() {
         (
             "loop_close_kills_running_child",
             loop_close_kills_running_child,
+        ),
+        (
+            "cancelled_spawn_kills_and_reaps",
+            cancelled_spawn_kills_and_reaps,
         ),
         ("without_pidfds", without_pidfds),
     ];
