@@ -362,9 +362,10 @@ fn main() {
             }
         }
     }
+    // The summary line `.ci/test` counts ("NAME: N passed, N failed").
+    println!("backend: {}", ringloop_uring_tests::backend_name());
     println!(
-        "subprocess_global ({}): {} passed, {failed} failed",
-        ringloop_uring_tests::backend_name(),
+        "subprocess_global: {} passed, {failed} failed",
         scenarios.len() - failed
     );
     if failed > 0 {
