@@ -82,8 +82,10 @@ struct Adapter {
 
 impl Drop for Adapter {
     fn drop(&mut self) {
-        if !self.ended {
-            // The loop closed before the pipe ended.
+        let loop_gone = self.inner.loop_().is_none_or(|lp| lp.is_closed());
+        if !self.ended && loop_gone {
+            // The loop closed before the pipe ended: release the
+            // transport (and its protocol) now, nothing else will.
             self.inner.teardown();
         }
     }

@@ -801,3 +801,50 @@ fn wait_returns_at_exit_while_a_grandchild_holds_the_pipe() {
         assert_end_order(&events(&seen), &[1]);
     });
 }
+
+/// A protocol that only proves it was dropped.
+struct Dropped(
+    #[allow(dead_code)] ringloop_uring_tests::DropSentinel,
+    Option<SubprocessTransport>,
+);
+
+impl BaseProtocol for Dropped {
+    type Transport = SubprocessTransport;
+    fn connection_made(&mut self, t: SubprocessTransport) {
+        // Holds the transport: a cycle that closing the loop must break.
+        self.1 = Some(t);
+    }
+}
+
+impl SubprocessProtocol for Dropped {}
+
+#[test]
+fn closing_the_loop_releases_transport_and_protocol() {
+    // A running child with open pipes, and an exited child whose pipe a
+    // grandchild keeps open: in both cases closing the loop frees the
+    // protocol (no reference cycle survives) and calls nothing more.
+    for cmd in [
+        format!("'{CHILD}' cat"),
+        format!("'{CHILD}' sleep 1 & exit 0"),
+    ] {
+        let tl = TestLoop::new();
+        let lp = tl.lp();
+        let flag = ringloop_uring_tests::DropFlag::new();
+        let sentinel = flag.sentinel();
+        let exited = cmd.ends_with("exit 0");
+        let t = tl.block_on(async move {
+            let (t, _) = lp
+                .subprocess_shell(move || Dropped(sentinel, None), cmd, Default::default())
+                .await
+                .unwrap();
+            if exited {
+                t.wait().await;
+            }
+            t
+        });
+        assert_eq!(flag.drops(), 0);
+        tl.lp().close().unwrap();
+        assert_eq!(flag.drops(), 1, "protocol leaked (exited={exited})");
+        drop(t);
+    }
+}
