@@ -57,8 +57,10 @@ pub(crate) struct Calls {
     /// dropped.
     protocol: RefCell<Option<ProtocolRef>>,
     protocol_name: &'static str,
-    /// `connection_made` has run: queued calls may be delivered.
+    /// `connection_made` is scheduled: queued calls may be delivered.
     made: Cell<bool>,
+    /// `connection_made` was called: `connection_lost` is owed.
+    made_delivered: Cell<bool>,
     queue: RefCell<VecDeque<Call>>,
     drain_scheduled: Cell<bool>,
 }
@@ -74,6 +76,7 @@ impl Calls {
             protocol: RefCell::new(Some(protocol)),
             protocol_name,
             made: Cell::new(false),
+            made_delivered: Cell::new(false),
             queue: RefCell::new(VecDeque::new()),
             drain_scheduled: Cell::new(false),
         })
@@ -169,7 +172,10 @@ impl Calls {
     fn deliver(self: &Rc<Self>, call: Call) {
         let name = call.name();
         match call {
-            Call::Made(t) => self.invoke(name, |p| p.connection_made(t)),
+            Call::Made(t) => {
+                self.made_delivered.set(true);
+                self.invoke(name, |p| p.connection_made(t));
+            }
             Call::Data(fd, data) => self.invoke(name, |p| p.pipe_data_received(fd, &data)),
             Call::PipeLost(fd, e) => self.invoke(name, |p| p.pipe_connection_lost(fd, e)),
             Call::Exited => self.invoke(name, |p| p.process_exited()),
@@ -212,6 +218,11 @@ impl Calls {
         let queued = std::mem::take(&mut *self.queue.borrow_mut());
         drop(queued);
         drop(protocol);
+    }
+
+    /// True once `connection_made` was called.
+    pub(crate) fn made_delivered(&self) -> bool {
+        self.made_delivered.get()
     }
 
     pub(crate) fn protocol_name(&self) -> &'static str {

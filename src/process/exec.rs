@@ -151,8 +151,10 @@ pub(crate) async fn start(
     Ok(transport)
 }
 
-/// Undoes a half-made transport: the protocol is dropped uncalled, the
-/// pipes close, the child is killed (the watcher reaps it).
+/// Undoes a half-made transport: the pipes close and the child is killed
+/// (the watcher reaps it). A protocol that has not heard
+/// `connection_made` is dropped uncalled; one that has gets the rest of
+/// its events, `connection_lost` last, as usual.
 struct StartGuard(Option<Rc<ProcInner>>);
 
 impl StartGuard {
@@ -164,7 +166,9 @@ impl StartGuard {
 impl Drop for StartGuard {
     fn drop(&mut self) {
         if let Some(inner) = self.0.take() {
-            inner.calls.shutdown();
+            if !inner.calls.made_delivered() {
+                inner.calls.shutdown();
+            }
             inner.close();
         }
     }

@@ -7,6 +7,8 @@
 //! - `close_fds` keeps an inheritable descriptor from the child;
 //! - closing the loop kills a running child, which is then reaped;
 //! - a `subprocess_exec` future dropped midway kills and reaps its child;
+//!   a protocol that already heard `connection_made` still gets the rest,
+//!   `connection_lost` last;
 //! - without pidfds (seccomp makes `pidfd_open` fail with ENOSYS, as on
 //!   kernels before 5.3) children are still watched, reaped and
 //!   signalled (re-runs this binary as a child with
@@ -222,6 +224,38 @@ fn cancelled_spawn_kills_and_reaps() {
     until_no_child(&tl);
 }
 
+fn cancelled_after_connection_made_still_ends_properly() {
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let (proto, seen) = ringloop_uring_tests::subproc::ProcRecorder::new();
+    let task = lp
+        .create_task(async move {
+            let l = ringloop::get_running_loop().unwrap();
+            l.subprocess_exec(move || proto, CHILD, ["cat"], Default::default())
+                .await
+                .map(|_| ())
+        })
+        .unwrap();
+    let mut iterations = 0;
+    while seen.borrow().log.is_empty() {
+        lp.run_once().unwrap();
+        iterations += 1;
+        assert!(iterations < 100, "connection_made never ran");
+    }
+    // connection_made ran; subprocess_exec has not returned yet.
+    assert!(task.cancel(), "the spawn future already finished");
+    until_no_child(&tl);
+    let s = seen.clone();
+    let l = tl.lp();
+    tl.block_on(async move {
+        ringloop_uring_tests::proto::wait_until(&l, move || s.borrow().lost).await
+    });
+    let log = seen.borrow().log.clone();
+    assert_eq!(log.first().map(String::as_str), Some("made"), "{log:?}");
+    assert_eq!(log.last().map(String::as_str), Some("lost"), "{log:?}");
+    assert!(log.contains(&"exited".to_string()), "{log:?}");
+}
+
 fn pid_gone(pid: u32) -> bool {
     // A zombie still has /proc/<pid>; a reaped child does not (a reused
     // pid within the test's second is not a concern here).
@@ -329,7 +363,7 @@ fn main() {
         no_pidfd_child();
         return;
     }
-    let scenarios: [(&str, fn()); 6] = [
+    let scenarios: [(&str, fn()); 7] = [
         (
             "no_zombies_and_foreign_children_untouched",
             no_zombies_and_foreign_children_untouched,
@@ -349,6 +383,10 @@ fn main() {
         (
             "cancelled_spawn_kills_and_reaps",
             cancelled_spawn_kills_and_reaps,
+        ),
+        (
+            "cancelled_after_connection_made_still_ends_properly",
+            cancelled_after_connection_made_still_ends_properly,
         ),
         ("without_pidfds", without_pidfds),
     ];
