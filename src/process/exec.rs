@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use super::calls::{Calls, ProtocolRef};
 use super::options::{Stdio, SubprocessOptions};
@@ -14,7 +14,7 @@ use super::protocol::SubprocessProtocol;
 use super::spawn::{spawn, Argv, Spawned};
 use super::transport::{ProcInner, SubprocessTransport};
 use super::{pipes, watch};
-use crate::event_loop::EventLoop;
+use crate::event_loop::{EventLoop, LoopInner};
 
 impl EventLoop {
     /// Runs `program` with `args` as a child process
@@ -100,10 +100,7 @@ impl EventLoop {
         let lp = self.downgrade();
         async move {
             let argv = argv?;
-            let lp = lp
-                .upgrade()
-                .map(EventLoop::from_inner)
-                .ok_or_else(|| io::Error::other(crate::Error::LoopClosed))?;
+            let lp = upgrade(&lp)?;
             let protocol = Rc::new(RefCell::new(factory()));
             let erased: ProtocolRef = protocol.clone();
             let name = std::any::type_name::<P>();
@@ -111,6 +108,13 @@ impl EventLoop {
             Ok((transport, protocol))
         }
     }
+}
+
+/// The loop, unless it was dropped.
+pub(crate) fn upgrade(lp: &Weak<LoopInner>) -> io::Result<EventLoop> {
+    lp.upgrade()
+        .map(EventLoop::from_inner)
+        .ok_or_else(|| io::Error::other(crate::Error::LoopClosed))
 }
 
 /// The default of an unset standard descriptor for the loop's methods.

@@ -13,7 +13,7 @@ use std::task::Poll;
 
 use bytes::Bytes;
 
-use super::exec::start;
+use super::exec::{start, upgrade};
 use super::options::{Stdio, SubprocessOptions};
 use super::spawn::Argv;
 use super::stdin::ProcessStdin;
@@ -103,9 +103,10 @@ fn create(
     limit: usize,
     options: SubprocessOptions,
 ) -> impl Future<Output = io::Result<Process>> + 'static {
-    let lp = lp.clone();
+    let lp = lp.downgrade();
     async move {
         let argv = argv?;
+        let lp = upgrade(&lp)?;
         if limit == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
