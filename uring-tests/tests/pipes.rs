@@ -680,3 +680,49 @@ fn close_while_paused_or_reading_releases_everything() {
     assert_eq!(fd_count(), before);
     assert_eq!(tl.in_flight_ops(), 0);
 }
+
+/// The events of `fd` after waiting at most one second.
+fn poll_events(fd: i32, mask: i16) -> i16 {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: mask,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
+    assert!(n >= 0);
+    pfd.revents
+}
+
+#[test]
+fn a_closed_transport_has_really_closed_its_end() {
+    // Once connection_lost has run, the other end sees the close at once,
+    // even if the loop is not run again (on io_uring a cancelled operation
+    // must not keep the file open until the next wait).
+    let _g = fd_lock();
+    let tl = TestLoop::new();
+    let (r, w) = os_pipe();
+    let (t, seen) = connect_write(&tl, w);
+    t.write(b"bye").unwrap();
+    t.close();
+    // Not one iteration more than needed.
+    while !t.is_closed() {
+        tl.run_once().unwrap();
+    }
+    assert!(seen.borrow().lost());
+    let ev = poll_events(r.as_raw_fd(), libc::POLLIN);
+    assert!(ev & libc::POLLHUP != 0, "reader sees no hang-up: {ev:#x}");
+    let mut got = String::new();
+    File::from(r).read_to_string(&mut got).unwrap();
+    assert_eq!(got, "bye");
+
+    let (r, w) = os_pipe();
+    let (t, seen) = connect_read(&tl, r);
+    t.close();
+    while !t.is_closed() {
+        tl.run_once().unwrap();
+    }
+    assert!(seen.borrow().lost());
+    let ev = poll_events(w.as_raw_fd(), libc::POLLOUT);
+    assert!(ev & libc::POLLERR != 0, "writer sees a reader: {ev:#x}");
+}
