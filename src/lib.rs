@@ -43,7 +43,9 @@ mod executor;
 mod future;
 mod handle;
 pub mod net;
+mod pipe;
 mod policy;
+pub mod process;
 mod protocol;
 mod sleep;
 pub mod streams;
@@ -64,10 +66,12 @@ pub use exception::{default_exception_handler, ErrorContext, ExceptionHandler};
 pub use executor::{Executor, ExecutorFuture, Job, ThreadPool};
 pub use future::{CallbackId, LoopFuture};
 pub use handle::{Handle, TimerHandle};
+pub use pipe::{ReadPipeProtocol, ReadPipeTransport, WritePipeProtocol, WritePipeTransport};
 pub use policy::{
     get_event_loop, get_event_loop_policy, new_event_loop, run, set_event_loop,
     set_event_loop_policy, DefaultEventLoopPolicy, EventLoopPolicy,
 };
+pub use process::{SubprocessProtocol, SubprocessTransport};
 pub use protocol::{BaseProtocol, DatagramProtocol, Protocol};
 pub use sleep::Sleep;
 pub use task::{LocalBoxFuture, Task, TaskFactory, TaskHandle};

@@ -81,7 +81,8 @@ impl Engine {
     }
 
     /// Tries `attempt`; on `WouldBlock`, parks `waker` under `key` until
-    /// `fd` is ready for `interest` and returns `Pending`. Any other
+    /// `fd` is ready for `interest` (for an empty interest: until `fd`
+    /// fails or hangs up) and returns `Pending`. Any other
     /// outcome is returned as is (and ends the wait of `key`). `EINTR` is
     /// retried.
     pub fn poll_io<T>(
@@ -194,7 +195,10 @@ impl Engine {
             let mut i = 0;
             while i < waiters.len() {
                 let w = &waiters[i];
-                if (w.interest.read && ev.readable) || (w.interest.write && ev.writable) {
+                let wanted = (w.interest.read && ev.readable)
+                    || (w.interest.write && ev.writable)
+                    || (w.interest.is_empty() && ev.failed);
+                if wanted {
                     let w = waiters.swap_remove(i);
                     self.keys.remove(&w.key);
                     wakers.push(w.waker);

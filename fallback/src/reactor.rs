@@ -38,7 +38,9 @@ impl Interest {
         write: true,
     };
 
-    /// Neither.
+    /// Neither: a waiter with this interest is woken only when the
+    /// descriptor fails or hangs up (a write pipe watching for its reader
+    /// to go away).
     pub fn is_empty(self) -> bool {
         !self.read && !self.write
     }
@@ -75,6 +77,9 @@ pub struct Event {
     pub readable: bool,
     /// Writable or failed: a write will not block.
     pub writable: bool,
+    /// Failed or hung up (`EPOLLERR`/`EPOLLHUP`), which epoll reports
+    /// whatever the registration asked for.
+    pub failed: bool,
 }
 
 /// An epoll instance.
@@ -215,6 +220,7 @@ impl Reactor {
                 token: ev.u64,
                 readable: failed || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0,
                 writable: failed || bits & libc::EPOLLOUT as u32 != 0,
+                failed,
             });
         }
         let full = self.buf.len() == cap;

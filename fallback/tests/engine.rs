@@ -229,3 +229,35 @@ fn a_zero_timeout_wait_returns_at_once() {
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(wakers.is_empty());
 }
+
+#[test]
+fn an_empty_interest_waits_only_for_hangup() {
+    let mut e = Engine::new().unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    assert_eq!(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) },
+        0
+    );
+    // SAFETY: fresh descriptors nothing else owns.
+    let (r, w) = unsafe {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    let (count, waker) = counting();
+    let none = Interest::default();
+    assert!(e
+        .poll_io(7, w.as_raw_fd(), none, &waker, &mut would_block::<()>)
+        .is_pending());
+    // The write end is writable, but nobody asked for that: no wake-up.
+    let mut wakers = Vec::new();
+    e.wait(Some(Duration::from_millis(20)), &mut wakers)
+        .unwrap();
+    assert!(wakers.is_empty(), "woken without a hang-up");
+    drop(r);
+    e.wait(Some(Duration::from_secs(5)), &mut wakers).unwrap();
+    assert_eq!(wakers.len(), 1, "the reader's close must wake the watcher");
+    wakers.drain(..).for_each(Waker::wake);
+    assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    assert_eq!(e.waiting(), 0);
+}

@@ -356,6 +356,7 @@ impl ChunkReader {
             buf: BytesMut::with_capacity(len),
             len,
             offset,
+            nonblocking: false,
         };
         let (res, filled) = Op::submit(&self.driver, read)?.await;
         res.map(|_| filled.freeze())

@@ -74,5 +74,11 @@ pub use protocol::StreamReaderProtocol;
 pub use reader::StreamReader;
 pub use writer::StreamWriter;
 
+// For the subprocess streams (`crate::process`).
+pub(crate) use error::copy_io_error;
+pub(crate) use protocol::FlowState;
+pub(crate) use reader::ReadFlow;
+pub(crate) use writer::yield_now;
+
 /// The default reader limit, 64 KiB (asyncio's `_DEFAULT_LIMIT = 2 ** 16`).
 pub const DEFAULT_LIMIT: usize = 1 << 16;

@@ -54,7 +54,7 @@ pub(crate) struct FlowState {
 }
 
 impl FlowState {
-    fn new() -> Rc<FlowState> {
+    pub(crate) fn new() -> Rc<FlowState> {
         Rc::new(FlowState {
             paused: Cell::new(false),
             connection_lost: Cell::new(false),
@@ -66,19 +66,19 @@ impl FlowState {
         })
     }
 
-    fn pause_writing(&self) {
+    pub(crate) fn pause_writing(&self) {
         debug_assert!(!self.paused.get(), "pause_writing twice");
         self.paused.set(true);
     }
 
-    fn resume_writing(&self) {
+    pub(crate) fn resume_writing(&self) {
         debug_assert!(self.paused.get(), "resume_writing while not paused");
         self.paused.set(false);
         self.epoch.set(self.epoch.get() + 1);
         wake_all(&self.drain_waiters);
     }
 
-    fn connection_lost(&self, error: Option<&io::Error>) {
+    pub(crate) fn connection_lost(&self, error: Option<&io::Error>) {
         self.connection_lost.set(true);
         *self.lost_error.borrow_mut() = error.map(copy_io_error);
         if self.paused.get() {

@@ -36,9 +36,25 @@ struct State {
     eof: bool,
     waiter: Option<Waiter>,
     exception: Option<io::Error>,
-    transport: Option<Transport>,
+    transport: Option<Rc<dyn ReadFlow>>,
     /// We paused the transport's reading.
     paused: bool,
+}
+
+/// What a reader pauses and resumes: a stream [`Transport`], or a
+/// subprocess's read pipe (`crate::process`).
+pub(crate) trait ReadFlow {
+    fn pause_reading(&self);
+    fn resume_reading(&self);
+}
+
+impl ReadFlow for Transport {
+    fn pause_reading(&self) {
+        Transport::pause_reading(self)
+    }
+    fn resume_reading(&self) {
+        Transport::resume_reading(self)
+    }
 }
 
 /// The reader's shared state. The protocol holds it directly (never a
@@ -190,6 +206,11 @@ impl ReaderInner {
     }
 
     pub(crate) fn set_transport(&self, transport: Transport) -> Result<(), StreamError> {
+        self.set_read_flow(Rc::new(transport))
+    }
+
+    /// Attaches what this reader pauses and resumes.
+    pub(crate) fn set_read_flow(&self, transport: Rc<dyn ReadFlow>) -> Result<(), StreamError> {
         let mut st = self.state.borrow_mut();
         if st.transport.is_some() {
             return Err(StreamError::InvalidState("Transport already set"));

@@ -249,7 +249,7 @@ impl StreamWriter {
 
 /// Returns `Pending` once after waking itself: lets every callback
 /// already scheduled run first (asyncio's `sleep(0)`).
-async fn yield_now() {
+pub(crate) async fn yield_now() {
     let mut yielded = false;
     poll_fn(move |cx| {
         if yielded {

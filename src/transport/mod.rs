@@ -10,7 +10,7 @@ mod datagram;
 mod read;
 mod sendfile;
 pub(crate) mod stream;
-mod write_buf;
+pub(crate) mod write_buf;
 
 use std::fmt;
 use std::os::fd::RawFd;
@@ -36,6 +36,12 @@ pub enum ExtraInfo {
     /// `"socket"`: the connection's descriptor. The transport owns it:
     /// do not close it.
     Socket(RawFd),
+    /// `"pipe"`: a pipe transport's descriptor. The transport owns it: do
+    /// not close it.
+    Pipe(RawFd),
+    /// `"subprocess"` of a subprocess transport: the child's pid (asyncio
+    /// gives its `Popen` object).
+    Pid(u32),
 }
 
 /// A stream connection (TCP or Unix socket): asyncio's `Transport`.

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use ringloop::{ErrorContext, EventLoop};
 
+pub mod pipes;
 pub mod proto;
+pub mod subproc;
 
 /// Default bound on any single test scenario.
 pub const TIMEOUT: Duration = Duration::from_secs(20);

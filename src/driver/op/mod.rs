@@ -31,6 +31,8 @@ pub(crate) mod sendmsg;
 pub(crate) mod sendto;
 pub(crate) mod splice;
 pub(crate) mod sys;
+pub(crate) mod waitid;
+pub(crate) mod write;
 
 use std::cell::RefCell;
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! READ: read into an owned buffer at an offset (or the file position).
 //!
-//! io_uring: `IORING_OP_READ`. Used by the sendfile fallback and, later,
-//! by read pipe transports.
+//! io_uring: `IORING_OP_READ`. Used by the sendfile fallback and by read
+//! pipe transports (offset `u64::MAX`: the file position).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -21,6 +21,11 @@ pub(crate) struct Read {
     pub(crate) buf: BytesMut,
     pub(crate) len: usize,
     pub(crate) offset: u64,
+    /// The descriptor is known to be in non-blocking mode (pipe
+    /// transports set it): the readiness path reads at once and lets
+    /// `EAGAIN` say "not yet". Otherwise it polls first, so that a
+    /// blocking descriptor cannot block the loop.
+    pub(crate) nonblocking: bool,
 }
 
 impl OpKind for Read {
@@ -40,9 +45,9 @@ impl OpKind for Read {
     }
 
     fn attempt(&mut self) -> io::Result<u32> {
-        // A pipe or tty that has nothing would block the loop thread; a
-        // regular file always polls ready.
-        if ready_now(self.fd, libc::POLLIN)? == 0 {
+        // A blocking pipe or tty that has nothing would block the loop
+        // thread; a regular file always polls ready.
+        if !self.nonblocking && ready_now(self.fd, libc::POLLIN)? == 0 {
             return Err(would_block());
         }
         self.buf.reserve(self.len);

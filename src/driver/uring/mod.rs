@@ -126,6 +126,24 @@ impl UringDriver {
         }
     }
 
+    /// Runs the kernel's task work now if some is pending (with
+    /// `DEFER_TASKRUN` it otherwise waits for the next wait): a cancelled
+    /// operation then completes and drops its file reference at once, so
+    /// closing the descriptor right after really closes the file (the
+    /// peer of a closed pipe or socket sees EOF even if the loop is not
+    /// run again).
+    fn run_task_work(&mut self) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        if ring.submission().taskrun() {
+            // `submit` carries GETEVENTS when the TASKRUN flag is set.
+            if let Err(e) = ring.submit() {
+                tracing::debug!(error = %e, "ringloop: running task work failed");
+            }
+        }
+    }
+
     /// Submits what is queued without waiting. On `EBUSY` (the kernel's
     /// CQ overflow backlog is full) reaps completions and retries.
     fn submit_now(&mut self) -> io::Result<()> {
@@ -190,6 +208,7 @@ impl UringDriver {
                 if self.push(&cancel).is_err() || self.submit_now().is_err() {
                     tracing::warn!(key, "ringloop: could not submit ASYNC_CANCEL");
                 }
+                self.run_task_work();
             }
             Slot::Abandoned(_) => {
                 // Cannot happen (one Op per slot); keep the first resources.
