@@ -45,6 +45,7 @@ mod handle;
 pub mod net;
 mod policy;
 mod protocol;
+mod signal;
 mod sleep;
 pub mod streams;
 mod task;
