@@ -29,6 +29,7 @@ use std::io;
 use ringloop::net::{Server, ServerOptions};
 use ringloop::streams::{self, StreamError, StreamReader, StreamWriter, DEFAULT_LIMIT};
 use ringloop::{BaseProtocol, EventLoop, Protocol, Transport};
+use serve::{is_disconnect, Conn};
 
 const USAGE: &str =
     "usage: echo_server [--host HOST] [--port PORT] [--backend uring|epoll] [--streams]";
@@ -41,41 +42,32 @@ const CHUNK: isize = 64 * 1024;
 /// asyncio's `EchoServerProtocol`: writes back whatever it receives.
 #[derive(Default)]
 struct Echo {
-    transport: Option<Transport>,
+    conn: Conn,
 }
 
 impl BaseProtocol for Echo {
     type Transport = Transport;
 
     fn connection_made(&mut self, transport: Transport) {
-        self.transport = Some(transport);
+        self.conn.made(transport);
     }
 
     fn connection_lost(&mut self, error: Option<io::Error>) {
-        if let Some(e) = error.filter(|e| !is_disconnect(e.kind())) {
-            eprintln!("connection lost: {e}");
-        }
-        self.transport = None;
+        self.conn.lost(error);
     }
 
-    // Flow control: a client that sends without reading its echoes must
-    // not make the server buffer without bound.
     fn pause_writing(&mut self) {
-        if let Some(t) = &self.transport {
-            t.pause_reading();
-        }
+        self.conn.pause();
     }
 
     fn resume_writing(&mut self) {
-        if let Some(t) = &self.transport {
-            t.resume_reading();
-        }
+        self.conn.resume();
     }
 }
 
 impl Protocol for Echo {
     fn data_received(&mut self, data: &[u8]) {
-        if let Some(t) = &self.transport {
+        if let Some(t) = self.conn.transport() {
             if let Err(e) = t.write(data) {
                 eprintln!("write: {e}");
                 t.abort();
@@ -112,14 +104,6 @@ async fn pump(reader: &StreamReader, writer: &StreamWriter) -> Result<(), Stream
         writer.write_bytes(data)?;
         writer.drain().await?;
     }
-}
-
-/// A peer that went away: normal for a server, not worth a message.
-fn is_disconnect(kind: io::ErrorKind) -> bool {
-    matches!(
-        kind,
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-    )
 }
 
 fn start(lp: &EventLoop, cli: &cli::Cli) -> io::Result<Server> {

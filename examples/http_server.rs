@@ -34,6 +34,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ringloop::net::ServerOptions;
 use ringloop::{BaseProtocol, Protocol, Transport};
+use serve::Conn;
 
 const USAGE: &str = "usage: http_server [--host HOST] [--port PORT] [--backend uring|epoll]";
 
@@ -300,7 +301,7 @@ fn answer_all(buf: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
 /// One HTTP connection.
 #[derive(Default)]
 struct Http {
-    transport: Option<Transport>,
+    conn: Conn,
     /// Received bytes not yet answered (a partial request).
     buf: Vec<u8>,
     /// Responses of one read, written at once.
@@ -313,39 +314,27 @@ impl BaseProtocol for Http {
     type Transport = Transport;
 
     fn connection_made(&mut self, transport: Transport) {
-        self.transport = Some(transport);
+        self.conn.made(transport);
     }
 
     fn connection_lost(&mut self, error: Option<io::Error>) {
-        if let Some(e) = error {
-            if !matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-            ) {
-                eprintln!("connection lost: {e}");
-            }
-        }
-        self.transport = None;
+        self.conn.lost(error);
     }
 
     // A client that pipelines without reading its answers is not read
     // from until it catches up.
     fn pause_writing(&mut self) {
-        if let Some(t) = &self.transport {
-            t.pause_reading();
-        }
+        self.conn.pause();
     }
 
     fn resume_writing(&mut self) {
-        if let Some(t) = &self.transport {
-            t.resume_reading();
-        }
+        self.conn.resume();
     }
 }
 
 impl Protocol for Http {
     fn data_received(&mut self, data: &[u8]) {
-        let Some(t) = &self.transport else {
+        let Some(t) = self.conn.transport() else {
             return;
         };
         if self.done {

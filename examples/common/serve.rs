@@ -2,11 +2,11 @@
 //! until SIGINT or SIGTERM, then shut down cleanly and exit with status 0.
 
 use std::error::Error;
-use std::io::Write;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use ringloop::net::Server;
-use ringloop::EventLoop;
+use ringloop::{EventLoop, Transport};
 
 /// How long open connections get to finish after a shutdown signal.
 pub const GRACE: Duration = Duration::from_secs(2);
@@ -54,4 +54,55 @@ pub fn serve_until_signal(lp: &EventLoop, server: &Server) -> Result<(), Box<dyn
     lp.close()?;
     ran?;
     Ok(())
+}
+
+/// A peer that went away (reset, broken pipe): normal for a server, not
+/// worth a message.
+pub fn is_disconnect(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// A server protocol's transport, and what every example protocol does
+/// with it in the `BaseProtocol` callbacks.
+#[derive(Default)]
+pub struct Conn(Option<Transport>);
+
+impl Conn {
+    /// `connection_made`: keep the transport.
+    pub fn made(&mut self, transport: Transport) {
+        self.0 = Some(transport);
+    }
+
+    /// `connection_lost`: report an unexpected error and drop the
+    /// transport (which breaks the transport-protocol cycle).
+    pub fn lost(&mut self, error: Option<io::Error>) {
+        if let Some(e) = error.filter(|e| !is_disconnect(e.kind())) {
+            eprintln!("connection lost: {e}");
+        }
+        self.0 = None;
+    }
+
+    /// `pause_writing`: stop reading until the peer catches up, so a
+    /// client that sends without reading cannot make the server buffer
+    /// without bound.
+    pub fn pause(&self) {
+        if let Some(t) = &self.0 {
+            t.pause_reading();
+        }
+    }
+
+    /// `resume_writing`: read again.
+    pub fn resume(&self) {
+        if let Some(t) = &self.0 {
+            t.resume_reading();
+        }
+    }
+
+    /// The transport, while connected.
+    pub fn transport(&self) -> Option<&Transport> {
+        self.0.as_ref()
+    }
 }
