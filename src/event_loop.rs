@@ -7,7 +7,8 @@
 //! 2. the poll timeout is 0 if a callback is ready or the loop is stopping,
 //!    else the time to the nearest live timer, else infinite;
 //! 3. submit every queued operation and wait, in one `io_uring_enter`;
-//!    completions wake their tasks (which queues their next step);
+//!    completions wake their tasks (which queues their next step), and
+//!    signals recorded since the last wait queue their handlers;
 //! 4. move every timer with `when < now + clock resolution` to the ready
 //!    queue (so no timer fires early, and none spins the loop);
 //! 5. run exactly the callbacks that were ready when step 5 began; what
@@ -102,6 +103,8 @@ pub(crate) struct LoopInner {
     backend_reason: String,
     /// `add_reader`/`add_writer` registrations.
     pub(crate) watchers: RefCell<crate::watch::Watchers>,
+    /// `add_signal_handler` registrations.
+    pub(crate) signals: RefCell<crate::signal::Signals>,
 }
 
 impl LoopInner {
@@ -142,6 +145,7 @@ impl LoopInner {
     /// operations, the ring, the eventfd, the default executor.
     fn shutdown(&self) {
         self.closed.set(true);
+        crate::signal::remove_all(self);
         let ready = std::mem::take(&mut *self.ready.borrow_mut());
         drop(ready);
         let timers = self.timers.borrow_mut().clear();
@@ -261,6 +265,7 @@ impl EventLoop {
                 waker_buf: RefCell::new(Vec::new()),
                 backend_reason,
                 watchers: RefCell::new(std::collections::HashMap::new()),
+                signals: RefCell::default(),
             }),
         }
     }
@@ -417,6 +422,7 @@ impl EventLoop {
         *inner.waker_buf.borrow_mut() = wakers;
         polled?;
         self.drain_remote();
+        crate::signal::dispatch(&self.inner);
 
         let end_time = self.time() + inner.clock_resolution;
         {
@@ -503,9 +509,9 @@ impl EventLoop {
 
     /// Closes the loop (`loop.close`): pending callbacks are dropped,
     /// pending tasks are dropped (their in-flight I/O is cancelled), the
-    /// default executor is shut down without waiting, and every descriptor
-    /// the loop owns is released. Idempotent; an error while the loop
-    /// runs.
+    /// default executor is shut down without waiting, every descriptor
+    /// the loop owns is released, and the loop's signal handlers are
+    /// removed. Idempotent; an error while the loop runs.
     pub fn close(&self) -> Result<()> {
         if self.inner.running.get() {
             return Err(Error::CloseWhileRunning);

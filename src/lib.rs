@@ -47,6 +47,7 @@ mod pipe;
 mod policy;
 pub mod process;
 mod protocol;
+mod signal;
 mod sleep;
 pub mod streams;
 mod task;

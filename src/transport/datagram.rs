@@ -84,6 +84,9 @@ struct State {
     conn_lost: u32,
     /// `pause_writing()` was called and not yet matched by resume.
     protocol_paused: bool,
+    /// `pause_writing()` is scheduled (the protocol was busy when the
+    /// buffer rose) and has not reached the protocol yet.
+    pause_deferred: bool,
 }
 
 /// A received result the protocol could not hear yet (it was borrowed
@@ -208,6 +211,7 @@ impl DatagramTransport {
                 closing: false,
                 conn_lost: 0,
                 protocol_paused: false,
+                pause_deferred: false,
             }),
             protocol: RefCell::new(Some(protocol)),
             protocol_name: std::any::type_name::<P>(),
@@ -454,10 +458,16 @@ impl DatagramInner {
         if self.protocol_busy() {
             // Called from inside a protocol method (a sendto in
             // datagram_received): call pause_writing once it returns.
+            // A resume before then cancels it (see maybe_resume_protocol),
+            // so the protocol never hears pause after its resume.
+            self.state.borrow_mut().pause_deferred = true;
             let me = self.clone();
             if let Some(lp) = self.loop_() {
                 let _ = lp.call_soon(move || {
-                    me.call_protocol("pause_writing", |p| p.pause_writing());
+                    let due = std::mem::take(&mut me.state.borrow_mut().pause_deferred);
+                    if due {
+                        me.call_protocol("pause_writing", |p| p.pause_writing());
+                    }
                 });
             }
             return;
@@ -466,12 +476,17 @@ impl DatagramInner {
     }
 
     fn maybe_resume_protocol(self: &Rc<Self>) {
-        {
+        let deferred = {
             let mut st = self.state.borrow_mut();
             if !st.protocol_paused || st.size > st.limits.low {
                 return;
             }
             st.protocol_paused = false;
+            std::mem::take(&mut st.pause_deferred)
+        };
+        if deferred {
+            // The protocol was never told to pause: cancel that instead.
+            return;
         }
         self.call_protocol("resume_writing", |p| p.resume_writing());
     }

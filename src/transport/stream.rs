@@ -59,6 +59,9 @@ pub(crate) struct State {
     pub(crate) eof_received: bool,
     /// `pause_writing()` was called and not yet matched by resume.
     pub(crate) protocol_paused: bool,
+    /// `pause_writing()` is scheduled (the protocol was busy when the
+    /// buffer rose) and has not reached the protocol yet.
+    pub(crate) pause_deferred: bool,
     /// A `sendfile` owns the socket: `write` is an error.
     pub(crate) sendfile_active: bool,
 }
@@ -150,6 +153,7 @@ impl StreamInner {
                 read_paused: false,
                 eof_received: false,
                 protocol_paused: false,
+                pause_deferred: false,
                 sendfile_active: false,
             }),
             protocol: RefCell::new(Some(protocol)),
@@ -281,10 +285,16 @@ impl StreamInner {
         if self.protocol_busy() {
             // Called from inside a protocol method (a write in
             // data_received): call pause_writing as soon as it returns.
+            // A resume before then cancels it (see maybe_resume_protocol),
+            // so the protocol never hears pause after its resume.
+            self.state.borrow_mut().pause_deferred = true;
             let me = self.clone();
             if let Some(lp) = self.loop_() {
                 let _ = lp.call_soon(move || {
-                    me.call_protocol("pause_writing", |p| p.pause_writing());
+                    let due = std::mem::take(&mut me.state.borrow_mut().pause_deferred);
+                    if due {
+                        me.call_protocol("pause_writing", |p| p.pause_writing());
+                    }
                 });
             }
             return;
@@ -293,12 +303,17 @@ impl StreamInner {
     }
 
     fn maybe_resume_protocol(self: &Rc<Self>) {
-        {
+        let deferred = {
             let mut st = self.state.borrow_mut();
             if !st.protocol_paused || st.buf.size() > st.limits.low {
                 return;
             }
             st.protocol_paused = false;
+            std::mem::take(&mut st.pause_deferred)
+        };
+        if deferred {
+            // The protocol was never told to pause: cancel that instead.
+            return;
         }
         self.call_protocol("resume_writing", |p| p.resume_writing());
     }
