@@ -286,6 +286,13 @@ impl EventLoop {
                 let loop_ = upgrade(&lp)?;
                 match connect_one(&loop_, info, &local).await {
                     Ok(fd) => return attach(&loop_, fd, factory()).await,
+                    // With several addresses, each error says which one
+                    // failed (asyncio's "Connect call failed (addr)"); a
+                    // single error keeps its OS error code.
+                    Err(e) if infos.len() > 1 => errors.push(io::Error::new(
+                        e.kind(),
+                        format!("connect to {} failed: {e}", info.addr),
+                    )),
                     Err(e) => errors.push(e),
                 }
             }
@@ -362,5 +369,48 @@ pub(crate) fn family_of(addr: &SocketAddr) -> i32 {
     match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::combine_errors;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn one_error_is_returned_as_is() {
+        let e = combine_errors(vec![Error::from_raw_os_error(libc::ECONNREFUSED)]);
+        assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED));
+    }
+
+    #[test]
+    fn identical_errors_give_the_first() {
+        let e = combine_errors(vec![
+            Error::from_raw_os_error(libc::ECONNREFUSED),
+            Error::from_raw_os_error(libc::ECONNREFUSED),
+        ]);
+        assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED));
+    }
+
+    #[test]
+    fn different_errors_are_listed_in_order() {
+        let e = combine_errors(vec![
+            Error::new(
+                ErrorKind::ConnectionRefused,
+                "connect to 127.0.0.1:1 failed",
+            ),
+            Error::new(ErrorKind::ConnectionRefused, "connect to [::1]:1 failed"),
+        ]);
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+        assert_eq!(
+            e.to_string(),
+            "Multiple exceptions: connect to 127.0.0.1:1 failed, connect to [::1]:1 failed"
+        );
+        let mixed = combine_errors(vec![
+            Error::new(ErrorKind::ConnectionRefused, "a"),
+            Error::new(ErrorKind::TimedOut, "b"),
+        ]);
+        assert_eq!(mixed.kind(), ErrorKind::Other);
+        assert_eq!(mixed.to_string(), "Multiple exceptions: a, b");
     }
 }
