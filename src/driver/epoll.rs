@@ -51,19 +51,15 @@ impl EpollDriver {
 
     pub(crate) fn poll_op<T: OpKind>(&mut self, key: usize, op: &mut T, waker: &Waker) -> SlotPoll {
         let Some(engine) = self.engine.as_mut() else {
-            return SlotPoll::Ready(Completion {
-                res: -libc::ECANCELED,
-            });
+            return SlotPoll::Ready(Completion::new(-libc::ECANCELED));
         };
         let (fd, interest) = op.readiness();
         match engine.poll_io(key as u64, fd, interest, waker, &mut || op.attempt()) {
             Poll::Pending => SlotPoll::Pending,
-            Poll::Ready(Ok(n)) => SlotPoll::Ready(Completion {
-                res: n.min(i32::MAX as u32) as i32,
-            }),
-            Poll::Ready(Err(e)) => SlotPoll::Ready(Completion {
-                res: -e.raw_os_error().unwrap_or(libc::EIO),
-            }),
+            Poll::Ready(Ok(n)) => SlotPoll::Ready(Completion::new(n.min(i32::MAX as u32) as i32)),
+            Poll::Ready(Err(e)) => {
+                SlotPoll::Ready(Completion::new(-e.raw_os_error().unwrap_or(libc::EIO)))
+            }
         }
     }
 

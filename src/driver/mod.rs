@@ -86,13 +86,26 @@ impl fmt::Display for Backend {
 }
 
 /// A completed operation's raw result: `res` as the kernel reports it
-/// (negative errno on failure).
+/// (negative errno on failure), and the CQE's flags (`IORING_CQE_F_MORE`
+/// for multishot operations, the buffer id for buffer selection; always 0
+/// on epoll).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Completion {
     pub(crate) res: i32,
+    pub(crate) flags: u32,
 }
 
 impl Completion {
+    /// A completion with no flags.
+    pub(crate) fn new(res: i32) -> Completion {
+        Completion { res, flags: 0 }
+    }
+
+    /// A multishot operation's non-terminal completion: more follow.
+    pub(crate) fn more(self) -> bool {
+        io_uring::cqueue::more(self.flags)
+    }
+
     /// The result as `io::Result`.
     pub(crate) fn result(self) -> io::Result<u32> {
         if self.res < 0 {
@@ -149,6 +162,40 @@ impl Driver {
         match self {
             Driver::Uring(d) => d.poll_slot(key, waker),
             Driver::Epoll(d) => d.poll_op(key, op, waker),
+        }
+    }
+
+    /// Queues a multishot operation (io_uring only; `Unsupported` on
+    /// epoll, whose callers use the single-shot operation instead). `fd`
+    /// is the descriptor it uses; `entry` must point at no memory.
+    pub(crate) fn submit_multi(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        entry: io_uring::squeue::Entry,
+    ) -> io::Result<usize> {
+        match self {
+            Driver::Uring(d) => d.submit_multi(fd, entry),
+            Driver::Epoll(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "multishot operations need io_uring",
+            )),
+        }
+    }
+
+    /// Takes a multishot operation's next completion; registers `waker`
+    /// when none is queued.
+    pub(crate) fn poll_multi(&mut self, key: usize, waker: &Waker) -> SlotPoll {
+        match self {
+            Driver::Uring(d) => d.poll_multi(key, waker),
+            Driver::Epoll(_) => SlotPoll::Ready(Completion::new(-libc::EBADF)),
+        }
+    }
+
+    /// The owner of a multishot operation went away: cancel it and pass
+    /// every completion still to come (and those queued) to `release`.
+    pub(crate) fn abandon_multi(&mut self, key: usize, release: Box<dyn FnMut(Completion)>) {
+        if let Driver::Uring(d) = self {
+            d.abandon_multi(key, release);
         }
     }
 

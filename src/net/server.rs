@@ -1,7 +1,10 @@
 //! Servers: `create_server`, `create_unix_server` and [`Server`].
 //!
 //! Each listening socket has an accept loop (an internal task) that takes
-//! one connection per completed accept and attaches a new protocol to it.
+//! each accepted connection and attaches a new protocol to it. On io_uring
+//! the loop keeps one multishot accept armed (a completion per connection;
+//! single-shot where the kernel lacks it); on epoll it calls `accept4`
+//! while the listener is ready, up to a batch per step.
 //! Accept errors from lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM)
 //! are reported and pause that socket's accepting for a second instead of
 //! spinning.
@@ -22,8 +25,10 @@ use socket2::{Domain, SockAddr, Type};
 use super::connection::{combine_errors, new_socket, resolve};
 use super::resolve::{AddrInfo, AddrInfoHints};
 use super::sock::closed_error;
-use crate::driver::op::accept::Accept;
+use crate::driver::op::accept::{self, Accept};
+use crate::driver::op::multi::MultiOp;
 use crate::driver::op::Op;
+use crate::driver::Backend;
 use crate::error::Error;
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::exception::ErrorContext;
@@ -103,13 +108,51 @@ impl ServerOptions {
     }
 }
 
+/// The accept a listener has armed.
+enum AcceptOp {
+    /// One connection per submission (epoll; old kernels).
+    Single(Op<Accept>),
+    /// One submission, a completion per connection (io_uring 5.19+).
+    Multi(MultiOp),
+}
+
+impl AcceptOp {
+    fn arm(lp: &EventLoop, l: &Listener) -> io::Result<AcceptOp> {
+        let driver = lp.driver_ref();
+        if l.multishot.get() {
+            MultiOp::submit(
+                &driver,
+                l.raw,
+                accept::multishot(l.raw),
+                accept::multishot_release,
+            )
+            .map(AcceptOp::Multi)
+        } else {
+            Op::submit(&driver, Accept::nonblocking(l.raw)).map(AcceptOp::Single)
+        }
+    }
+
+    /// The next accepted connection, and whether this accept is over (a
+    /// new one must be armed).
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<(io::Result<OwnedFd>, bool)> {
+        match self {
+            AcceptOp::Single(op) => Pin::new(op).poll(cx).map(|r| (r.map(|(fd, _)| fd), true)),
+            AcceptOp::Multi(op) => op
+                .poll_next(cx)
+                .map(|c| (accept::multishot_result(c), !c.more())),
+        }
+    }
+}
+
 /// Attaches a new protocol to an accepted socket.
 type Attach = Box<dyn Fn(&EventLoop, OwnedFd, Option<Box<dyn FnOnce()>>) -> crate::Result<()>>;
 
 struct Listener {
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
-    accept: RefCell<Option<Op<Accept>>>,
+    accept: RefCell<Option<AcceptOp>>,
+    /// Arm multishot accepts (io_uring, until the kernel refuses one).
+    multishot: Cell<bool>,
     backoff: RefCell<Option<Sleep>>,
     task: RefCell<Option<TaskHandle>>,
 }
@@ -185,7 +228,7 @@ impl ServerInner {
             let polled = {
                 let mut slot = l.accept.borrow_mut();
                 if slot.is_none() {
-                    match Op::submit(&lp.driver_ref(), Accept::nonblocking(l.raw)) {
+                    match AcceptOp::arm(&lp, l) {
                         Ok(op) => *slot = Some(op),
                         Err(e) => {
                             drop(slot);
@@ -197,16 +240,28 @@ impl ServerInner {
                 let Some(op) = slot.as_mut() else {
                     return Poll::Ready(());
                 };
-                match Pin::new(op).poll(cx) {
+                match op.poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(r) => {
-                        *slot = None;
+                    Poll::Ready((r, ended)) => {
+                        if ended {
+                            if matches!(op, AcceptOp::Multi(_))
+                                && r.as_ref().err().and_then(io::Error::raw_os_error)
+                                    == Some(libc::EINVAL)
+                            {
+                                // A kernel without multishot accept
+                                // (before 5.19): single-shot from now on.
+                                l.multishot.set(false);
+                                *slot = None;
+                                continue;
+                            }
+                            *slot = None;
+                        }
                         r
                     }
                 }
             };
             match polled {
-                Ok((fd, _addr)) => {
+                Ok(fd) => {
                     let hook = self.detach_hook();
                     if let Err(e) = (self.attach)(&lp, fd, Some(hook)) {
                         let ctx = ErrorContext::new(
@@ -505,6 +560,7 @@ fn build(
                 raw: fd.as_raw_fd(),
                 fd: RefCell::new(Some(fd)),
                 accept: RefCell::new(None),
+                multishot: Cell::new(lp.backend() == Backend::Uring),
                 backoff: RefCell::new(None),
                 task: RefCell::new(None),
             })

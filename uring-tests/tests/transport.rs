@@ -9,7 +9,7 @@ use std::time::Duration;
 use ringloop::net::ServerOptions;
 use ringloop::{BaseProtocol, EventLoop, Protocol, Transport};
 use ringloop_uring_tests::proto::{connect_to_std, wait_until, Recorder, SeenRef};
-use ringloop_uring_tests::{pattern, TestLoop};
+use ringloop_uring_tests::{fd_lock, pattern, TestLoop};
 
 /// The log without flow-control events (large writes pause and resume).
 fn events(seen: &SeenRef) -> Vec<String> {
@@ -32,6 +32,7 @@ fn run_until(tl: &TestLoop, cond: impl FnMut() -> bool + 'static) {
 
 #[test]
 fn echo_through_server_in_order() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let lp = tl.lp();
     let (factory, conns) = Recorder::factory(true);
@@ -80,6 +81,7 @@ fn echo_through_server_in_order() {
 
 #[test]
 fn close_flushes_the_buffer_first() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let (t, seen, mut peer) = connect_to_std(&tl, false);
     let payload = pattern(2 << 20, 3);
@@ -100,6 +102,7 @@ fn close_flushes_the_buffer_first() {
 
 #[test]
 fn abort_drops_the_buffer() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let (t, seen, mut peer) = connect_to_std(&tl, false);
     t.write(&pattern(8 << 20, 1)).unwrap();
@@ -115,6 +118,7 @@ fn abort_drops_the_buffer() {
 
 #[test]
 fn eof_closes_by_default_and_keep_open_allows_writes() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     // Default: EOF closes.
     let (_t, seen, peer) = connect_to_std(&tl, false);
@@ -155,6 +159,7 @@ fn eof_closes_by_default_and_keep_open_allows_writes() {
 
 #[test]
 fn write_eof_half_closes_after_the_buffer() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let (t, seen, mut peer) = connect_to_std(&tl, false);
     assert!(t.can_write_eof());
@@ -185,6 +190,7 @@ fn write_eof_half_closes_after_the_buffer() {
 
 #[test]
 fn flow_control_pauses_above_high_and_resumes_at_low() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let (t, seen, mut peer) = connect_to_std(&tl, false);
     assert_eq!(t.get_write_buffer_limits(), (16 * 1024, 64 * 1024));
@@ -232,6 +238,7 @@ fn flow_control_pauses_above_high_and_resumes_at_low() {
 
 #[test]
 fn pause_reading_holds_data_without_losing_it() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let (t, seen, mut peer) = connect_to_std(&tl, false);
     assert!(t.is_reading());
@@ -253,6 +260,7 @@ fn pause_reading_holds_data_without_losing_it() {
 
 #[test]
 fn peer_reset_is_connection_lost_with_error_not_a_report() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let (t, seen, peer) = connect_to_std(&tl, false);
     socket2::SockRef::from(&peer)
@@ -297,6 +305,7 @@ impl Protocol for Panicky {
 
 #[test]
 fn panicking_protocol_is_reported_and_closed() {
+    let _g = fd_lock();
     let mut tl = TestLoop::new();
     let errors = tl.expect_errors();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -363,6 +372,7 @@ impl Protocol for Reentrant {
 
 #[test]
 fn protocol_may_call_back_into_its_transport() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -402,6 +412,7 @@ fn protocol_may_call_back_into_its_transport() {
 
 #[test]
 fn extra_info_names_both_ends() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let (t, _seen, peer) = connect_to_std(&tl, false);
     let peername = t.peername().unwrap().as_socket().unwrap();
@@ -421,6 +432,7 @@ fn extra_info_names_both_ends() {
 
 #[test]
 fn create_connection_argument_and_connect_errors() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let lp = tl.lp();
     let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -474,6 +486,7 @@ fn create_connection_argument_and_connect_errors() {
 
 #[test]
 fn local_addr_binds_before_connecting() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -497,6 +510,7 @@ fn local_addr_binds_before_connecting() {
 
 #[test]
 fn connect_accepted_socket_wraps_a_std_socket() {
+    let _g = fd_lock();
     let tl = TestLoop::new();
     let (client, server) = ringloop_uring_tests::tcp_pair();
     let (proto, seen) = Recorder::new(true);
@@ -516,6 +530,8 @@ fn connect_accepted_socket_wraps_a_std_socket() {
     t.close();
 }
 
+// Every test of this binary holds `fd_lock`: this one counts the
+// process's descriptors, which the others open and close.
 #[test]
 fn loop_close_with_open_transports_leaks_nothing() {
     ringloop_uring_tests::assert_no_fd_leak(|| {

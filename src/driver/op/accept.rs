@@ -4,6 +4,12 @@
 //! new socket is non-blocking and not inherited by children. If the caller
 //! drops the operation and the kernel completes it anyway, the new
 //! descriptor is closed (the leak tokio #7979 shipped).
+//!
+//! Servers on io_uring arm a *multishot* accept instead ([`multishot`],
+//! kernel 5.19+): one submission that posts a completion per connection,
+//! so a full accept queue drains in one loop iteration rather than one
+//! connection per iteration. The kernel ends it on an error (EMFILE, say)
+//! or a full completion ring; the server then re-arms.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -15,6 +21,26 @@ use socket2::{SockAddr, SockAddrStorage};
 use super::sys::{check, is_nonblocking, ready_now, would_block};
 use super::OpKind;
 use crate::driver::Completion;
+
+/// The multishot accept entry for listener `fd` (no peer address: the
+/// transport asks for it when needed).
+pub(crate) fn multishot(fd: RawFd) -> squeue::Entry {
+    opcode::AcceptMulti::new(types::Fd(fd))
+        .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+        .build()
+}
+
+/// A multishot accept completion as the new connection.
+pub(crate) fn multishot_result(c: Completion) -> io::Result<OwnedFd> {
+    c.result().map(owned)
+}
+
+/// Closes the connection of a multishot accept completion nobody took.
+pub(crate) fn multishot_release(c: Completion) {
+    if let Ok(fd) = c.result() {
+        drop(owned(fd));
+    }
+}
 
 /// `accept4(fd, ..., SOCK_NONBLOCK | SOCK_CLOEXEC)`.
 pub(crate) struct Accept {

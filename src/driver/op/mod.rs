@@ -22,6 +22,7 @@
 
 pub(crate) mod accept;
 pub(crate) mod connect;
+pub(crate) mod multi;
 pub(crate) mod poll;
 pub(crate) mod read;
 pub(crate) mod recv;

@@ -10,6 +10,7 @@
 mod probe;
 mod slot;
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::task::Waker;
@@ -168,7 +169,7 @@ impl UringDriver {
         let Some((_, _, slot)) = self.slots.get_mut(key) else {
             // Not ours (the slot was already collected): report a clear
             // error instead of panicking.
-            return SlotPoll::Ready(Completion { res: -libc::EBADF });
+            return SlotPoll::Ready(Completion::new(-libc::EBADF));
         };
         match slot {
             Slot::Completed(c) => {
@@ -184,7 +185,106 @@ impl UringDriver {
                 SlotPoll::Pending
             }
             Slot::Abandoned(_) | Slot::Orphaned => SlotPoll::Pending,
+            // A multishot slot is polled through `poll_multi`.
+            Slot::Multi { .. } | Slot::MultiAbandoned(_) => {
+                SlotPoll::Ready(Completion::new(-libc::EBADF))
+            }
         }
+    }
+
+    /// Queues a multishot operation whose entry points at no memory
+    /// (multishot accept, buffer-select recv).
+    pub(crate) fn submit_multi(&mut self, fd: RawFd, entry: squeue::Entry) -> io::Result<usize> {
+        if self.ring.is_none() {
+            return Err(closed());
+        }
+        self.generation = (self.generation + 1) % u32::MAX;
+        let generation = self.generation;
+        let key = self.slots.insert((
+            generation,
+            fd,
+            Slot::Multi {
+                ready: VecDeque::new(),
+                waker: None,
+                ended: false,
+            },
+        ));
+        if key > u32::MAX as usize {
+            self.slots.remove(key);
+            return Err(io::Error::other("too many operations in flight"));
+        }
+        let entry = entry.user_data(user_data(key, generation));
+        if let Err(e) = self.push(&entry) {
+            self.slots.remove(key);
+            return Err(e);
+        }
+        self.kernel_owned += 1;
+        Ok(key)
+    }
+
+    /// The next completion of a multishot operation, oldest first. The
+    /// terminal one (`!c.more()`) frees the slot.
+    pub(crate) fn poll_multi(&mut self, key: usize, waker: &Waker) -> SlotPoll {
+        let shut_down = self.ring.is_none();
+        let Some((
+            _,
+            _,
+            Slot::Multi {
+                ready,
+                waker: w,
+                ended,
+            },
+        )) = self.slots.get_mut(key)
+        else {
+            return SlotPoll::Ready(Completion::new(-libc::EBADF));
+        };
+        match ready.pop_front() {
+            Some(c) => {
+                if !c.more() {
+                    self.slots.remove(key);
+                }
+                SlotPoll::Ready(c)
+            }
+            None if shut_down && !*ended => {
+                // Shutdown gave up on it: nothing more will arrive.
+                self.slots.remove(key);
+                SlotPoll::Ready(Completion::new(-libc::ECANCELED))
+            }
+            None => {
+                match w {
+                    Some(old) if old.will_wake(waker) => {}
+                    _ => *w = Some(waker.clone()),
+                }
+                SlotPoll::Pending
+            }
+        }
+    }
+
+    /// The owner of a multishot operation went away: queued completions
+    /// are released now; if the kernel still runs it, it is cancelled and
+    /// later completions are released as they arrive.
+    pub(crate) fn abandon_multi(&mut self, key: usize, mut release: Box<dyn FnMut(Completion)>) {
+        let Some(&mut (generation, _, ref mut slot)) = self.slots.get_mut(key) else {
+            return;
+        };
+        let Slot::Multi { ready, ended, .. } = slot else {
+            return;
+        };
+        for c in ready.drain(..) {
+            release(c);
+        }
+        if *ended || self.ring.is_none() {
+            self.slots.remove(key);
+            return;
+        }
+        *slot = Slot::MultiAbandoned(release);
+        let cancel = opcode::AsyncCancel::new(user_data(key, generation))
+            .build()
+            .user_data(CANCEL_TOKEN);
+        if self.push(&cancel).is_err() || self.submit_now().is_err() {
+            tracing::warn!(key, "ringloop: could not submit ASYNC_CANCEL");
+        }
+        self.run_task_work();
     }
 
     pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
@@ -215,6 +315,8 @@ impl UringDriver {
                 std::mem::forget(resources);
             }
             Slot::Orphaned => std::mem::forget(resources),
+            // Multishot slots are abandoned through `abandon_multi`.
+            Slot::Multi { .. } | Slot::MultiAbandoned(_) => drop(resources),
         }
     }
 
@@ -305,7 +407,10 @@ impl UringDriver {
         cqe: cqueue::Entry,
         wakers: &mut Vec<Waker>,
     ) {
-        let c = Completion { res: cqe.result() };
+        let c = Completion {
+            res: cqe.result(),
+            flags: cqe.flags(),
+        };
         match cqe.user_data() {
             WAKE_TOKEN => *wake_armed = false,
             CANCEL_TOKEN => {}
@@ -317,6 +422,32 @@ impl UringDriver {
                 };
                 if *slot_generation != generation {
                     return; // stale: the slot was reused
+                }
+                match slot {
+                    Slot::Multi {
+                        ready,
+                        waker,
+                        ended,
+                    } => {
+                        ready.push_back(c);
+                        if !c.more() {
+                            *ended = true;
+                            *kernel_owned -= 1;
+                        }
+                        if let Some(w) = waker.take() {
+                            wakers.push(w);
+                        }
+                        return;
+                    }
+                    Slot::MultiAbandoned(release) => {
+                        release(c);
+                        if !c.more() {
+                            *kernel_owned -= 1;
+                            slots.remove(key);
+                        }
+                        return;
+                    }
+                    _ => {}
                 }
                 match std::mem::replace(slot, Slot::Completed(c)) {
                     Slot::InFlight(w) => {
@@ -330,7 +461,10 @@ impl UringDriver {
                         slots.remove(key);
                         res.finish(c);
                     }
-                    old @ (Slot::Completed(_) | Slot::Orphaned) => *slot = old,
+                    old @ (Slot::Completed(_)
+                    | Slot::Orphaned
+                    | Slot::Multi { .. }
+                    | Slot::MultiAbandoned(_)) => *slot = old,
                 }
             }
         }
@@ -343,7 +477,7 @@ impl UringDriver {
     pub(crate) fn fd_busy(&self, fd: RawFd) -> bool {
         self.slots
             .iter()
-            .any(|(_, (_, f, s))| *f == fd && matches!(s, Slot::InFlight(_)))
+            .any(|(_, (_, f, s))| *f == fd && matches!(s, Slot::InFlight(_) | Slot::Multi { .. }))
     }
 
     pub(crate) fn shutdown(&mut self, wakers: &mut Vec<Waker>) {
@@ -399,8 +533,11 @@ impl UringDriver {
             );
             for (_, (_, _, slot)) in self.slots.iter_mut() {
                 if slot.kernel_owned() {
-                    if let Slot::Abandoned(res) = std::mem::replace(slot, Slot::Orphaned) {
-                        std::mem::forget(res);
+                    match std::mem::replace(slot, Slot::Orphaned) {
+                        Slot::Abandoned(res) => std::mem::forget(res),
+                        // Points at no memory: safe to keep and drop.
+                        multi @ Slot::Multi { .. } => *slot = multi,
+                        _ => {}
                     }
                 }
             }

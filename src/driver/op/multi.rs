@@ -1,0 +1,80 @@
+//! Multishot operations: one submission, many completions.
+//!
+//! A [`MultiOp`] is armed once and then yields a completion each time the
+//! kernel posts one (`IORING_CQE_F_MORE` set while more will follow). The
+//! kernel ends it on its own (an error, a full completion ring, or a
+//! cancel); the owner sees that terminal completion last and may arm a new
+//! one. io_uring only: on epoll the callers use the single-shot operation,
+//! whose non-blocking attempt already drains a ready descriptor.
+//!
+//! The entry of a multishot operation points at no memory of ours (the
+//! accepted fd or the selected buffer is the result), so dropping the
+//! owner early needs no parked resources: the driver cancels it and passes
+//! each completion still to come to a `release` function (an accepted fd
+//! is closed, a buffer goes back to its ring).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::task::{Context, Poll};
+
+use io_uring::squeue;
+
+use super::DriverRef;
+use crate::driver::{Completion, SlotPoll};
+
+/// An armed multishot operation.
+pub(crate) struct MultiOp {
+    driver: DriverRef,
+    key: usize,
+    /// The terminal completion was taken: the slot is gone.
+    ended: bool,
+    /// Releases what an uncollected completion produced.
+    release: fn(Completion),
+}
+
+impl MultiOp {
+    /// Arms `entry` (which must point at no memory) on `fd`.
+    pub(crate) fn submit(
+        driver: &DriverRef,
+        fd: RawFd,
+        entry: squeue::Entry,
+        release: fn(Completion),
+    ) -> io::Result<MultiOp> {
+        let key = driver.borrow_mut().submit_multi(fd, entry)?;
+        Ok(MultiOp {
+            driver: driver.clone(),
+            key,
+            ended: false,
+            release,
+        })
+    }
+
+    /// The next completion. After one with `!c.more()` the operation is
+    /// over and must not be polled again.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
+        if self.ended {
+            return Poll::Ready(Completion::new(-libc::ECANCELED));
+        }
+        let polled = self.driver.borrow_mut().poll_multi(self.key, cx.waker());
+        match polled {
+            SlotPoll::Pending => Poll::Pending,
+            SlotPoll::Ready(c) => {
+                if !c.more() {
+                    self.ended = true;
+                }
+                Poll::Ready(c)
+            }
+        }
+    }
+}
+
+impl Drop for MultiOp {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let Ok(mut d) = self.driver.try_borrow_mut() {
+            d.abandon_multi(self.key, Box::new(self.release));
+        }
+    }
+}
