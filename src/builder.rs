@@ -15,6 +15,10 @@ static LOGGED_CHOICE: Once = Once::new();
 
 /// Default submission-ring size.
 pub const DEFAULT_RING_ENTRIES: u32 = 1024;
+/// Default number of receive buffers in the io_uring buffer ring.
+pub const DEFAULT_RECV_BUFFERS: u16 = 1024;
+/// Default size of one receive buffer in the io_uring buffer ring.
+pub const DEFAULT_RECV_BUFFER_SIZE: usize = 16 * 1024;
 
 /// Builds an [`EventLoop`] with custom settings.
 ///
@@ -28,6 +32,7 @@ pub const DEFAULT_RING_ENTRIES: u32 = 1024;
 #[derive(Clone, Debug)]
 pub struct EventLoopBuilder {
     entries: u32,
+    recv_buffers: (u16, usize),
     backend: Option<Backend>,
     debug: Option<bool>,
 }
@@ -44,6 +49,7 @@ impl EventLoopBuilder {
     pub fn new() -> Self {
         EventLoopBuilder {
             entries: DEFAULT_RING_ENTRIES,
+            recv_buffers: (DEFAULT_RECV_BUFFERS, DEFAULT_RECV_BUFFER_SIZE),
             backend: None,
             debug: None,
         }
@@ -54,6 +60,29 @@ impl EventLoopBuilder {
     /// a small ring only costs extra system calls.
     pub fn ring_entries(mut self, entries: u32) -> Self {
         self.entries = entries;
+        self
+    }
+
+    /// The io_uring backend's shared receive buffers: `count` buffers
+    /// (a power of two up to 32,768; 0 turns multishot receive off) of
+    /// `size` bytes (1 byte to 1 MiB). Default 1,024 × 16 KiB.
+    ///
+    /// Stream transports receive with one multishot receive each, into
+    /// buffers the kernel takes from this ring only when data arrives, so
+    /// an idle connection holds none. A completion carries at most `size`
+    /// bytes; when every buffer is in use a transport receives once into
+    /// a private buffer instead, so a small ring costs speed, never data.
+    /// Ignored on epoll.
+    ///
+    /// ```
+    /// let lp = ringloop::EventLoop::builder().recv_buffers(256, 4096).build()?;
+    /// # drop(lp);
+    /// let err = ringloop::EventLoop::builder().recv_buffers(3, 4096).build().unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recv_buffers(mut self, count: u16, size: usize) -> Self {
+        self.recv_buffers = (count, size);
         self
     }
 
@@ -81,6 +110,16 @@ impl EventLoopBuilder {
                 format!("ring_entries must be 1..=32768, got {}", self.entries),
             ));
         }
+        let (count, size) = self.recv_buffers;
+        if (count != 0 && !count.is_power_of_two()) || count > 32768 || size == 0 || size > 1 << 20
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "recv_buffers: count must be 0 or a power of two up to 32768 and size 1..=1048576, got {count} x {size}"
+                ),
+            ));
+        }
         let (backend, forced_by) = match self.backend {
             Some(b) => (Some(b), "the builder"),
             None => (Backend::from_env()?, "RINGLOOP_BACKEND"),
@@ -93,12 +132,13 @@ impl EventLoopBuilder {
                 format!("epoll, forced by {forced_by}"),
             ),
             Some(Backend::Uring) => {
-                let d = UringDriver::new(self.entries, wake_fd).map_err(|e| {
-                    io::Error::new(e.kind(), format!("io_uring forced by {forced_by}: {e}"))
-                })?;
+                let d =
+                    UringDriver::new(self.entries, self.recv_buffers, wake_fd).map_err(|e| {
+                        io::Error::new(e.kind(), format!("io_uring forced by {forced_by}: {e}"))
+                    })?;
                 (Driver::Uring(d), format!("io_uring, forced by {forced_by}"))
             }
-            None => match UringDriver::new(self.entries, wake_fd) {
+            None => match UringDriver::new(self.entries, self.recv_buffers, wake_fd) {
                 Ok(d) => (
                     Driver::Uring(d),
                     "io_uring, chosen automatically".to_string(),

@@ -57,7 +57,9 @@ mod transport;
 mod watch;
 
 pub use buf::IoBufMut;
-pub use builder::{EventLoopBuilder, DEFAULT_RING_ENTRIES};
+pub use builder::{
+    EventLoopBuilder, DEFAULT_RECV_BUFFERS, DEFAULT_RECV_BUFFER_SIZE, DEFAULT_RING_ENTRIES,
+};
 pub use debug::env_debug;
 pub use driver::uring::KernelFeatures;
 pub use driver::Backend;

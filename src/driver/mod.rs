@@ -199,6 +199,30 @@ impl Driver {
         }
     }
 
+    /// Asks the kernel to end a multishot operation early (its queued
+    /// completions still come, the last one `ECANCELED`).
+    pub(crate) fn cancel_multi(&mut self, key: usize) {
+        if let Driver::Uring(d) = self {
+            d.cancel_multi(key);
+        }
+    }
+
+    /// The loop's provided buffer ring for multishot receives (io_uring
+    /// with kernel support only).
+    pub(crate) fn buf_ring(&mut self) -> Option<std::rc::Rc<uring::buf_ring::BufRing>> {
+        match self {
+            Driver::Uring(d) => d.buf_ring(),
+            Driver::Epoll(_) => None,
+        }
+    }
+
+    /// Multishot receive turned out to be missing: stop offering it.
+    pub(crate) fn disable_multishot_recv(&mut self) {
+        if let Driver::Uring(d) = self {
+            d.disable_multishot_recv();
+        }
+    }
+
     /// Hands an unfinished operation's resources to the driver.
     pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
         match self {

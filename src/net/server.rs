@@ -124,7 +124,7 @@ impl AcceptOp {
                 &driver,
                 l.raw,
                 accept::multishot(l.raw),
-                accept::multishot_release,
+                Box::new(accept::multishot_release),
             )
             .map(AcceptOp::Multi)
         } else {

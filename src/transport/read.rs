@@ -1,36 +1,63 @@
 //! The receive side of a stream transport.
 //!
-//! A [`Reader`] keeps at most one receive in flight and hands what it got
-//! to the pump as a [`ReadBuf`], which the protocol borrows and the reader
-//! takes back for the next receive. When the protocol may not hear data
-//! (reading paused, the protocol busy), a receive already in flight is
-//! still collected and its result held, never dropped.
+//! A [`Reader`] hands what arrived to the pump as a [`ReadBuf`], which the
+//! protocol borrows and which goes back when the callback returns. Two
+//! ways of receiving:
+//!
+//! - **multishot** (io_uring with a provided buffer ring, kernel 6.0+):
+//!   one `IORING_OP_RECV` with `IORING_RECV_MULTISHOT` stays armed and
+//!   posts a completion per arrival, each in a buffer the kernel took from
+//!   the loop's ring ([`BufRing`]). An idle connection holds no buffer and
+//!   no re-submission is needed between arrivals. When the ring runs dry
+//!   (`ENOBUFS`) one single-shot receive with a private buffer bridges the
+//!   gap, then multishot is armed again.
+//! - **single-shot** (epoll, older kernels): at most one receive in
+//!   flight, into a private 64 KiB buffer reused from one receive to the
+//!   next and never zeroed (pages the kernel does not write stay
+//!   unmapped).
+//!
+//! When the protocol may not hear data (reading paused, the protocol
+//! busy), what already arrived is held, never dropped; a multishot receive
+//! is cancelled meanwhile, so a paused connection does not drain the
+//! shared ring, and armed again on resume.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use std::future::Future;
+use io_uring::{cqueue, opcode, types};
 
-use crate::driver::op::recv::RecvInto;
+use crate::driver::op::multi::MultiOp;
+use crate::driver::op::recv::RecvSpare;
 use crate::driver::op::{DriverRef, Op};
+use crate::driver::uring::buf_ring::{self, BufRing, RingBuf};
+use crate::driver::Completion;
 use crate::event_loop::EventLoop;
 
-/// Size of a transport's receive buffer (asyncio reads up to 256 KiB;
-/// 64 KiB keeps per-connection memory down and is plenty per step).
+/// Size of a transport's private receive buffer (asyncio reads up to
+/// 256 KiB; 64 KiB keeps per-connection address space down and is plenty
+/// per step).
 pub(crate) const READ_BUF_SIZE: usize = 64 * 1024;
 
 /// Bytes received, borrowed by the protocol.
-pub(crate) struct ReadBuf {
-    buf: Vec<u8>,
-    len: usize,
+pub(crate) enum ReadBuf {
+    /// The transport's own buffer (single-shot receives).
+    Heap(Vec<u8>),
+    /// A buffer of the loop's ring; it goes back to the ring on drop.
+    Ring(RingBuf),
 }
 
 impl std::ops::Deref for ReadBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf[..self.len]
+        match self {
+            ReadBuf::Heap(v) => v,
+            ReadBuf::Ring(r) => r,
+        }
     }
 }
 
@@ -50,69 +77,179 @@ pub(crate) enum ReadEvent {
     Error(io::Error),
 }
 
+/// The multishot receive state.
+struct Multishot {
+    ring: Rc<BufRing>,
+    /// The armed receive, `None` between a terminal completion and the
+    /// next arming.
+    op: Option<MultiOp>,
+    /// We asked the kernel to stop it (reading paused).
+    cancelling: bool,
+    /// The ring ran dry: the next receive is single-shot.
+    dry: bool,
+}
+
 pub(crate) struct Reader {
     driver: DriverRef,
     fd: RawFd,
-    op: Option<Op<RecvInto<Vec<u8>>>>,
-    /// A buffer to reuse for the next receive.
+    /// `None`: single-shot receives only.
+    multi: Option<Multishot>,
+    /// The single-shot receive in flight.
+    op: Option<Op<RecvSpare>>,
+    /// A buffer to reuse for the next single-shot receive.
     spare: Option<Vec<u8>>,
-    held: Option<Held>,
+    /// Results taken from the kernel, oldest first, not yet delivered.
+    held: VecDeque<Held>,
     /// stop() was called: never receive again.
     stopped: bool,
 }
 
 impl Reader {
     pub(crate) fn new(lp: &EventLoop, fd: RawFd) -> Reader {
+        let driver = lp.driver_ref();
+        let ring = driver.borrow_mut().buf_ring();
         Reader {
-            driver: lp.driver_ref(),
+            driver,
             fd,
+            multi: ring.map(|ring| Multishot {
+                ring,
+                op: None,
+                cancelling: false,
+                dry: false,
+            }),
             op: None,
             spare: None,
-            held: None,
+            held: VecDeque::new(),
             stopped: false,
         }
     }
 
-    /// Polls the receive in flight, if any; true if it finished (its
-    /// result is now held).
-    fn collect(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(op) = self.op.as_mut() else {
+    /// Turns a multishot completion into a held result. Returns false
+    /// when it carried nothing to deliver.
+    fn take_multishot(&mut self, c: Completion) -> bool {
+        let Some(m) = self.multi.as_mut() else {
             return false;
         };
-        let (res, buf) = match Pin::new(op).poll(cx) {
-            Poll::Pending => return false,
-            Poll::Ready(r) => r,
-        };
-        self.op = None;
-        self.held = Some(match res {
+        if !c.more() {
+            m.op = None;
+        }
+        let buffer = cqueue::buffer_select(c.flags);
+        match c.result() {
             Ok(0) => {
-                self.spare = Some(buf);
-                Held::Eof
-            }
-            Ok(n) => Held::Data(ReadBuf { buf, len: n }),
-            Err(e) => {
-                self.spare = Some(buf);
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) {
-                    // Spurious: receive again.
-                    return true;
+                if let Some(bid) = buffer {
+                    m.ring.release(bid);
                 }
-                Held::Error(e)
+                self.held.push_back(Held::Eof);
+                true
             }
-        });
-        true
+            Ok(n) => {
+                let Some(buf) = buffer.and_then(|bid| m.ring.take(bid, n as usize)) else {
+                    self.held.push_back(Held::Error(io::Error::other(
+                        "io_uring reported a receive without a valid buffer",
+                    )));
+                    return true;
+                };
+                self.held.push_back(Held::Data(ReadBuf::Ring(buf)));
+                true
+            }
+            Err(e) => {
+                if let Some(bid) = buffer {
+                    m.ring.release(bid);
+                }
+                match e.raw_os_error() {
+                    // The ring is empty: bridge with one private buffer.
+                    Some(libc::ENOBUFS) => m.dry = true,
+                    // We cancelled it (paused): armed again on resume.
+                    Some(libc::ECANCELED) if m.cancelling => {}
+                    Some(libc::EAGAIN | libc::EINTR) => {}
+                    // No multishot receive in this kernel (before 6.0).
+                    Some(libc::EINVAL) if !c.more() && !m.cancelling => {
+                        self.multi = None;
+                        self.driver.borrow_mut().disable_multishot_recv();
+                    }
+                    _ => {
+                        self.held.push_back(Held::Error(e));
+                        return true;
+                    }
+                }
+                if !c.more() {
+                    if let Some(m) = self.multi.as_mut() {
+                        m.cancelling = false;
+                    }
+                }
+                false
+            }
+        }
     }
 
-    /// Starts a receive unless one is in flight or a result is held.
+    /// Collects what the kernel finished; true if something is now held
+    /// or a receive ended (so the caller should look again).
+    fn collect(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progressed = false;
+        if let Some(op) = self.multi.as_mut().and_then(|m| m.op.as_mut()) {
+            if let Poll::Ready(c) = op.poll_next(cx) {
+                self.take_multishot(c);
+                progressed = true;
+            }
+        }
+        if let Some(op) = self.op.as_mut() {
+            if let Poll::Ready((res, buf)) = Pin::new(op).poll(cx) {
+                self.op = None;
+                progressed = true;
+                if let Some(m) = self.multi.as_mut() {
+                    m.dry = false;
+                }
+                match res {
+                    Ok(0) => {
+                        self.spare = Some(buf);
+                        self.held.push_back(Held::Eof);
+                    }
+                    Ok(_) => self.held.push_back(Held::Data(ReadBuf::Heap(buf))),
+                    Err(e) => {
+                        self.spare = Some(buf);
+                        // WouldBlock/Interrupted are spurious: receive again.
+                        if !matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) {
+                            self.held.push_back(Held::Error(e));
+                        }
+                    }
+                }
+            }
+        }
+        progressed
+    }
+
+    /// Starts a receive unless one is in flight, a result is held, or
+    /// receiving stopped.
     fn start(&mut self) -> io::Result<()> {
-        if self.op.is_some() || self.held.is_some() || self.stopped {
+        if self.op.is_some() || !self.held.is_empty() || self.stopped {
             return Ok(());
         }
-        let buf = self.spare.take().unwrap_or_else(|| vec![0; READ_BUF_SIZE]);
-        let op = RecvInto { fd: self.fd, buf };
-        match Op::try_submit(&self.driver, op) {
+        if let Some(m) = self.multi.as_mut() {
+            if m.op.is_some() {
+                return Ok(());
+            }
+            if !m.dry {
+                let entry = opcode::RecvMulti::new(types::Fd(self.fd), buf_ring::GROUP).build();
+                let ring = m.ring.clone();
+                let release = Box::new(move |c: Completion| {
+                    if let Some(bid) = cqueue::buffer_select(c.flags) {
+                        ring.release(bid);
+                    }
+                });
+                m.op = Some(MultiOp::submit(&self.driver, self.fd, entry, release)?);
+                m.cancelling = false;
+                return Ok(());
+            }
+        }
+        let mut buf = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(READ_BUF_SIZE));
+        buf.clear();
+        match Op::try_submit(&self.driver, RecvSpare { fd: self.fd, buf }) {
             Ok(op) => {
                 self.op = Some(op);
                 Ok(())
@@ -127,9 +264,9 @@ impl Reader {
     /// Receives, for delivery.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> ReadEvent {
         loop {
-            match self.held.take() {
+            match self.held.pop_front() {
                 Some(Held::Data(d)) => {
-                    self.held = Some(Held::Data(d));
+                    self.held.push_front(Held::Data(d));
                     return ReadEvent::Data;
                 }
                 Some(Held::Eof) => return ReadEvent::Eof,
@@ -148,36 +285,53 @@ impl Reader {
         }
     }
 
-    /// Keeps a receive already in flight going without delivering: its
-    /// result is held for later. Starts nothing new.
+    /// Keeps receives already in flight going without delivering: their
+    /// results are held for later. Starts nothing new, and asks the
+    /// kernel to end a multishot receive.
     pub(crate) fn poll_hold(&mut self, cx: &mut Context<'_>) {
-        if self.held.is_none() {
-            self.collect(cx);
+        if let Some(m) = self.multi.as_mut() {
+            if let Some(op) = m.op.as_ref() {
+                if !m.cancelling {
+                    m.cancelling = true;
+                    op.cancel();
+                }
+            }
         }
+        while self.collect(cx) {}
     }
 
     /// The data [`poll`](Self::poll) announced.
     pub(crate) fn take_data(&mut self) -> Option<ReadBuf> {
-        match self.held.take() {
+        match self.held.pop_front() {
             Some(Held::Data(d)) => Some(d),
-            other => {
-                self.held = other;
+            Some(other) => {
+                self.held.push_front(other);
                 None
+            }
+            None => None,
+        }
+    }
+
+    /// Gives a delivered buffer back: a ring buffer returns to the ring;
+    /// a private one is kept for the next single-shot receive, unless
+    /// multishot receives are back (then an idle connection keeps none).
+    pub(crate) fn recycle(&mut self, buf: ReadBuf) {
+        if let ReadBuf::Heap(v) = buf {
+            if self.multi.is_none() {
+                self.spare = Some(v);
             }
         }
     }
 
-    /// Gives a delivered buffer back for the next receive.
-    pub(crate) fn recycle(&mut self, buf: ReadBuf) {
-        self.spare = Some(buf.buf);
-    }
-
-    /// Never receive again (close, abort): cancels the receive in flight
+    /// Never receive again (close, abort): cancels the receives in flight
     /// and drops anything held.
     pub(crate) fn stop(&mut self) {
         self.stopped = true;
         self.op = None;
-        self.held = None;
+        if let Some(m) = self.multi.as_mut() {
+            m.op = None;
+        }
+        self.held.clear();
     }
 
     /// Releases everything (the transport is gone).

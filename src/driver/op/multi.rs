@@ -29,7 +29,7 @@ pub(crate) struct MultiOp {
     /// The terminal completion was taken: the slot is gone.
     ended: bool,
     /// Releases what an uncollected completion produced.
-    release: fn(Completion),
+    release: Option<Box<dyn FnMut(Completion)>>,
 }
 
 impl MultiOp {
@@ -38,15 +38,24 @@ impl MultiOp {
         driver: &DriverRef,
         fd: RawFd,
         entry: squeue::Entry,
-        release: fn(Completion),
+        release: Box<dyn FnMut(Completion)>,
     ) -> io::Result<MultiOp> {
         let key = driver.borrow_mut().submit_multi(fd, entry)?;
         Ok(MultiOp {
             driver: driver.clone(),
             key,
             ended: false,
-            release,
+            release: Some(release),
         })
+    }
+
+    /// Asks the kernel to end the operation; what it already produced
+    /// still comes through [`poll_next`](Self::poll_next), then a terminal
+    /// `ECANCELED` (or another terminal result, if it ended first).
+    pub(crate) fn cancel(&self) {
+        if !self.ended {
+            self.driver.borrow_mut().cancel_multi(self.key);
+        }
     }
 
     /// The next completion. After one with `!c.more()` the operation is
@@ -73,8 +82,8 @@ impl Drop for MultiOp {
         if self.ended {
             return;
         }
-        if let Ok(mut d) = self.driver.try_borrow_mut() {
-            d.abandon_multi(self.key, Box::new(self.release));
+        if let (Ok(mut d), Some(release)) = (self.driver.try_borrow_mut(), self.release.take()) {
+            d.abandon_multi(self.key, release);
         }
     }
 }

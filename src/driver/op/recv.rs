@@ -96,3 +96,53 @@ impl<B: IoBufMut> OpKind for RecvInto<B> {
         (c.result().map(|n| n as usize), self.buf)
     }
 }
+
+/// `recv` into the spare capacity of an owned `Vec` (its length is set to
+/// what arrived). The memory is not zeroed first, so pages the kernel
+/// never writes are never made resident: a waiting receive on an idle
+/// connection costs address space, not memory.
+pub(crate) struct RecvSpare {
+    pub(crate) fd: RawFd,
+    pub(crate) buf: Vec<u8>,
+}
+
+impl OpKind for RecvSpare {
+    type Output = (io::Result<usize>, Vec<u8>);
+
+    fn sqe(&mut self) -> squeue::Entry {
+        self.buf.clear();
+        let spare = self.buf.spare_capacity_mut();
+        let len = spare.len().min(u32::MAX as usize) as u32;
+        opcode::Recv::new(types::Fd(self.fd), spare.as_mut_ptr().cast(), len).build()
+    }
+
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd, Interest::READ)
+    }
+
+    fn attempt(&mut self) -> io::Result<u32> {
+        self.buf.clear();
+        let spare = self.buf.spare_capacity_mut();
+        // SAFETY: the kernel writes at most `spare.len()` bytes into the
+        // vector's spare capacity, which we own.
+        check(unsafe {
+            libc::recv(
+                self.fd,
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        })
+    }
+
+    fn complete(mut self, c: Completion) -> (io::Result<usize>, Vec<u8>) {
+        let r = c.result().map(|n| n as usize);
+        if let Ok(n) = r {
+            // SAFETY: the kernel initialised `n` bytes from the start of
+            // the spare capacity (the length was 0), and `n` is at most
+            // the length we passed, which is at most the capacity.
+            unsafe { self.buf.set_len(n.min(self.buf.capacity())) };
+        }
+        (r, self.buf)
+    }
+}

@@ -7,6 +7,7 @@
 //! timeout SQE). When nothing is queued and the wait is zero, no system
 //! call is made at all: completions are read straight off the shared ring.
 
+pub(crate) mod buf_ring;
 mod probe;
 mod slot;
 
@@ -19,9 +20,11 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
+use buf_ring::BufRing;
 pub(crate) use probe::Features;
 pub use probe::KernelFeatures;
 use slot::Slot;
+use std::rc::Rc;
 
 use super::{Abandoned, Completion, OpKind, SlotPoll};
 
@@ -59,6 +62,15 @@ pub(crate) struct UringDriver {
     wake_armed: bool,
     /// Wakers of completions reaped outside `poll` (SQ-full path).
     deferred: Vec<Waker>,
+    /// The provided buffer ring of multishot receives, registered on
+    /// first use.
+    buf_ring: Option<Rc<BufRing>>,
+    /// Multishot receive is out of reach: the ring could not be
+    /// registered, the kernel refused a multishot receive, or the builder
+    /// asked for no receive buffers.
+    no_multishot_recv: bool,
+    /// The buffer ring's shape: buffers (0: none) and bytes per buffer.
+    recv_buffers: (u16, usize),
 }
 
 fn closed() -> io::Error {
@@ -67,7 +79,11 @@ fn closed() -> io::Error {
 
 impl UringDriver {
     /// Sets up a ring with `entries` submission entries.
-    pub(crate) fn new(entries: u32, wake_fd: RawFd) -> io::Result<UringDriver> {
+    pub(crate) fn new(
+        entries: u32,
+        recv_buffers: (u16, usize),
+        wake_fd: RawFd,
+    ) -> io::Result<UringDriver> {
         let (ring, features) = probe::setup(entries)?;
         Ok(UringDriver {
             ring: Some(ring),
@@ -79,7 +95,55 @@ impl UringDriver {
             wake_buf: Box::new([0; 8]),
             wake_armed: false,
             deferred: Vec::new(),
+            buf_ring: None,
+            no_multishot_recv: recv_buffers.0 == 0,
+            recv_buffers,
         })
+    }
+
+    /// The loop's provided buffer ring, registered on first call; `None`
+    /// where the kernel has none (before 5.19) or multishot receive was
+    /// found missing.
+    pub(crate) fn buf_ring(&mut self) -> Option<Rc<BufRing>> {
+        if self.no_multishot_recv {
+            return None;
+        }
+        if let Some(br) = &self.buf_ring {
+            return Some(br.clone());
+        }
+        let ring = self.ring.as_ref()?;
+        match BufRing::register(ring, self.recv_buffers.0, self.recv_buffers.1) {
+            Ok(br) => {
+                self.buf_ring = Some(br.clone());
+                Some(br)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "ringloop: no provided buffer ring; single-shot receives");
+                self.no_multishot_recv = true;
+                None
+            }
+        }
+    }
+
+    /// The kernel refused a multishot receive (before 6.0): transports
+    /// created from now on use single-shot receives.
+    pub(crate) fn disable_multishot_recv(&mut self) {
+        self.no_multishot_recv = true;
+    }
+
+    /// Asks the kernel to end a multishot operation; its remaining
+    /// completions (the last one `ECANCELED`) still arrive in its slot.
+    pub(crate) fn cancel_multi(&mut self, key: usize) {
+        let Some(&mut (generation, _, Slot::Multi { ended: false, .. })) = self.slots.get_mut(key)
+        else {
+            return;
+        };
+        let cancel = opcode::AsyncCancel::new(user_data(key, generation))
+            .build()
+            .user_data(CANCEL_TOKEN);
+        if self.push(&cancel).is_err() {
+            tracing::warn!(key, "ringloop: could not queue ASYNC_CANCEL");
+        }
     }
 
     /// The features found at setup.
@@ -546,6 +610,16 @@ impl UringDriver {
             }
         }
         wakers.append(&mut self.deferred);
+        if let Some(br) = self.buf_ring.take() {
+            if self.kernel_owned == 0 {
+                if let Some(ring) = self.ring.as_ref() {
+                    let _ = ring.submitter().unregister_buf_ring(buf_ring::GROUP);
+                }
+            } else {
+                // An operation may still pick a buffer: never unmap them.
+                std::mem::forget(br);
+            }
+        }
         self.ring = None;
     }
 }
