@@ -13,10 +13,9 @@
 //!   [`Reactor::remove`], as mio registers its sources. For descriptors
 //!   whose owner removes the registration before closing them.
 
-use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Which readiness to wait for.
@@ -97,7 +96,7 @@ pub struct Reactor {
     epfd: OwnedFd,
     buf: Vec<libc::epoll_event>,
     /// `epoll_ctl` calls made so far (tests and measurements).
-    ctl_calls: Cell<u64>,
+    ctl_calls: AtomicU64,
 }
 
 /// Cleared once `epoll_pwait2` is refused (`ENOSYS`, or `EPERM`/`EINVAL`
@@ -163,7 +162,7 @@ impl Reactor {
             // SAFETY: a new descriptor nothing else owns.
             epfd: unsafe { OwnedFd::from_raw_fd(fd) },
             buf: Vec::with_capacity(256),
-            ctl_calls: Cell::new(0),
+            ctl_calls: AtomicU64::new(0),
         })
     }
 
@@ -174,11 +173,11 @@ impl Reactor {
 
     /// Number of `epoll_ctl` calls this reactor made.
     pub fn ctl_calls(&self) -> u64 {
-        self.ctl_calls.get()
+        self.ctl_calls.load(Ordering::Relaxed)
     }
 
     fn ctl(&self, op: i32, fd: RawFd, bits: u32, token: u64) -> io::Result<()> {
-        self.ctl_calls.set(self.ctl_calls.get() + 1);
+        self.ctl_calls.fetch_add(1, Ordering::Relaxed);
         let mut ev = libc::epoll_event {
             events: bits,
             u64: token,

@@ -509,3 +509,10 @@ fn waiters_left_at_deregister_stay_parked_one_shot() {
     assert_eq!(wait(&mut e, Duration::from_secs(5)).len(), 1);
     assert_eq!(e.waiting(), 0);
 }
+
+#[test]
+fn the_reactor_and_engine_stay_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<ringloop_fallback::Reactor>();
+    check::<Engine>();
+}
