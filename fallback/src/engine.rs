@@ -6,6 +6,37 @@
 //! waker is handed back to be woken); the operation then tries again and,
 //! if it would still block, parks again. Cancelling is removing the
 //! waiter: nothing is in flight in the kernel on this backend.
+//!
+//! # Two ways of watching a descriptor
+//!
+//! - **Unregistered** (the default): the engine knows a descriptor only
+//!   while someone waits on it, and arms a one-shot interest
+//!   ([`Reactor::arm`], one `epoll_ctl`) each time a waiter parks or
+//!   stays parked after an event. Nothing outlives the wait, so the
+//!   descriptor's owner may close it whenever no operation uses it, and a
+//!   reused number starts afresh. Every attempt makes its system call.
+//! - **Registered** ([`Engine::register`] … [`Engine::deregister`]): for
+//!   descriptors whose owner promises to deregister before closing (a
+//!   stream transport's socket). The descriptor is added to epoll once,
+//!   edge-triggered for both directions ([`Reactor::add_edge`]), when it is
+//!   first waited on, and the engine keeps its readiness: each direction
+//!   is set by an event and cleared when an attempt for it would block.
+//!   An operation whose direction is known not to be ready parks without
+//!   trying its system call, and parking makes no `epoll_ctl` either; the
+//!   next edge wakes it. A hang-up or error (`EPOLLHUP`, `EPOLLRDHUP`,
+//!   `EPOLLERR`) is remembered for good: from then on attempts are always
+//!   made, so an end of file or error is never missed. Readiness is
+//!   therefore only ever cleared by evidence that the direction is not
+//!   ready, and an attempt that does not drain the descriptor (a
+//!   level-triggered watcher's poll, a read of part of the data) leaves it
+//!   set: the next operation tries again, as level-triggered polling
+//!   would.
+//!
+//! [`Engine::deregister`] removes the epoll registration and forgets the
+//! readiness, so that a descriptor number closed and reused starts with
+//! fresh state. [`Engine::register`] on a number that is registered
+//! already (its previous owner closed it without deregistering) also
+//! starts afresh.
 
 use std::collections::HashMap;
 use std::io;
@@ -24,13 +55,94 @@ struct Waiter {
     waker: Waker,
 }
 
+/// What the engine knows of a registered descriptor's readiness.
+#[derive(Clone, Copy, Debug)]
+struct Readiness {
+    /// Added to the epoll set (done when first waited on).
+    added: bool,
+    /// A byte stream: a receive that returned less than it asked for
+    /// emptied the receive queue ([`Engine::note_drained`]).
+    stream: bool,
+    /// A read may not block: no attempt since the last event said
+    /// otherwise.
+    readable: bool,
+    /// A write may not block.
+    writable: bool,
+    /// The peer shut down its side or the descriptor hung up or failed:
+    /// reads never block again. Sticky.
+    read_closed: bool,
+    /// `EPOLLERR`/`EPOLLHUP` seen: every attempt is made from now on.
+    /// Sticky.
+    failed: bool,
+}
+
+impl Readiness {
+    /// Fresh state: nothing known, so everything is tried.
+    fn new(stream: bool) -> Readiness {
+        Readiness {
+            added: false,
+            stream,
+            readable: true,
+            writable: true,
+            read_closed: false,
+            failed: false,
+        }
+    }
+
+    /// True if an attempt for `interest` may succeed (or fail with
+    /// something other than "would block").
+    fn may_proceed(&self, interest: Interest) -> bool {
+        self.failed
+            || interest.is_empty()
+            || (interest.read && (self.readable || self.read_closed))
+            || (interest.write && self.writable)
+    }
+
+    /// An attempt for `interest` would block.
+    fn clear(&mut self, interest: Interest) {
+        if interest.read {
+            self.readable = false;
+        }
+        if interest.write {
+            self.writable = false;
+        }
+    }
+
+    fn record(&mut self, ev: &Event) {
+        self.readable |= ev.readable;
+        self.writable |= ev.writable;
+        self.read_closed |= ev.read_closed;
+        self.failed |= ev.failed;
+    }
+}
+
+/// Everything the engine holds for one descriptor.
+#[derive(Default)]
+struct FdState {
+    /// Who waits on it (usually one or two operations).
+    waiters: Vec<Waiter>,
+    /// `Some` while registered (see the module docs).
+    reg: Option<Readiness>,
+}
+
+impl FdState {
+    fn union(&self) -> Interest {
+        self.waiters
+            .iter()
+            .fold(Interest::default(), |acc, w| acc.union(w.interest))
+    }
+}
+
 /// Readiness engine over a [`Reactor`].
 pub struct Engine {
     reactor: Reactor,
-    /// Who waits on each descriptor (usually one or two operations).
-    fds: HashMap<RawFd, Vec<Waiter>>,
+    /// Waiters and registration of each descriptor the engine knows.
+    fds: HashMap<RawFd, FdState>,
     /// Waiting key → its descriptor.
     keys: HashMap<u64, RawFd>,
+    /// Wakers of waiters parked on readiness already known: handed out by
+    /// the next [`wait`](Self::wait), which then does not block.
+    ready: Vec<Waker>,
     events: Vec<Event>,
     wake_fd: Option<RawFd>,
 }
@@ -52,6 +164,7 @@ impl Engine {
             reactor: Reactor::new()?,
             fds: HashMap::new(),
             keys: HashMap::new(),
+            ready: Vec::new(),
             events: Vec::new(),
             wake_fd: None,
         })
@@ -80,11 +193,78 @@ impl Engine {
         Ok(())
     }
 
+    /// Registers `fd` (see the module docs): from its first wait on, it
+    /// stays in the epoll set, edge-triggered, and the engine tracks its
+    /// readiness. `stream`: `fd` is a byte stream, so a receive that got
+    /// less than it asked for drained it ([`note_drained`](Self::note_drained)).
+    ///
+    /// The caller promises to call [`deregister`](Self::deregister) before
+    /// closing `fd`. Registering a number registered already starts it
+    /// afresh. No system call is made here.
+    pub fn register(&mut self, fd: RawFd, stream: bool) {
+        let state = self.fds.entry(fd).or_default();
+        state.reg = Some(Readiness::new(stream));
+        if !state.waiters.is_empty() {
+            // Waiters armed one-shot before: switch to the edge-triggered
+            // registration now (it reports what is ready at once).
+            if self.reactor.add_edge(fd, fd as u64).is_ok() {
+                if let Some(reg) = state.reg.as_mut() {
+                    reg.added = true;
+                }
+            }
+        }
+    }
+
+    /// Ends the registration of `fd`: removes it from the epoll set and
+    /// forgets its readiness. Call it before closing `fd` (after, the
+    /// number may belong to another file). Operations still waiting on
+    /// `fd` stay parked, watched one-shot like an unregistered descriptor.
+    pub fn deregister(&mut self, fd: RawFd) {
+        let Some(state) = self.fds.get_mut(&fd) else {
+            return;
+        };
+        let Some(reg) = state.reg.take() else {
+            return;
+        };
+        if reg.added {
+            self.reactor.remove(fd);
+        }
+        if state.waiters.is_empty() {
+            self.fds.remove(&fd);
+        } else {
+            let union = state.union();
+            if self.reactor.arm(fd, fd as u64, union).is_err() {
+                self.wake_all(fd);
+            }
+        }
+    }
+
+    /// True if `fd` is registered.
+    pub fn is_registered(&self, fd: RawFd) -> bool {
+        self.fds.get(&fd).is_some_and(|s| s.reg.is_some())
+    }
+
+    /// A receive on `fd` returned less than it asked for. On a registered
+    /// byte stream that means its receive queue is now empty: the next read
+    /// parks without a system call until the next edge. Ignored otherwise,
+    /// and once the peer has shut down or the descriptor failed (no edge
+    /// would come to report the end of file again).
+    pub fn note_drained(&mut self, fd: RawFd) {
+        if let Some(reg) = self.fds.get_mut(&fd).and_then(|s| s.reg.as_mut()) {
+            if reg.stream && !reg.read_closed && !reg.failed {
+                reg.readable = false;
+            }
+        }
+    }
+
     /// Tries `attempt`; on `WouldBlock`, parks `waker` under `key` until
     /// `fd` is ready for `interest` (for an empty interest: until `fd`
     /// fails or hangs up) and returns `Pending`. Any other
     /// outcome is returned as is (and ends the wait of `key`). `EINTR` is
     /// retried.
+    ///
+    /// On a registered descriptor known not to be ready for `interest`,
+    /// `attempt` is not called: the waker is parked at once.
     pub fn poll_io<T>(
         &mut self,
         key: u64,
@@ -93,8 +273,18 @@ impl Engine {
         waker: &Waker,
         attempt: &mut impl FnMut() -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
+        let known = self.fds.get(&fd).and_then(|s| s.reg);
+        if known.is_some_and(|r| !r.may_proceed(interest)) {
+            return match self.park(key, fd, interest, waker) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            };
+        }
         match retry_interrupted(&mut *attempt) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(reg) = self.fds.get_mut(&fd).and_then(|s| s.reg.as_mut()) {
+                    reg.clear(interest);
+                }
                 match self.park(key, fd, interest, waker) {
                     Ok(()) => Poll::Pending,
                     Err(e) => Poll::Ready(Err(e)),
@@ -108,6 +298,11 @@ impl Engine {
     }
 
     /// Parks `waker` under `key` until `fd` is ready for `interest`.
+    ///
+    /// On a registered descriptor whose readiness for `interest` is not
+    /// known to be gone, the waker is handed out by the next
+    /// [`wait`](Self::wait) without blocking (an edge-triggered
+    /// registration would report nothing new).
     pub fn park(
         &mut self,
         key: u64,
@@ -120,23 +315,39 @@ impl Engine {
                 self.remove_waiter(old_fd, key);
             }
         }
-        let waiters = self.fds.entry(fd).or_default();
-        match waiters.iter_mut().find(|w| w.key == key) {
+        let state = self.fds.entry(fd).or_default();
+        if let Some(reg) = state.reg.as_mut() {
+            if !reg.added {
+                if let Err(e) = self.reactor.add_edge(fd, fd as u64) {
+                    self.cancel(key);
+                    return Err(e);
+                }
+                reg.added = true;
+            }
+            if reg.may_proceed(interest) && !interest.is_empty() {
+                self.cancel(key);
+                self.ready.push(waker.clone());
+                return Ok(());
+            }
+        }
+        match state.waiters.iter_mut().find(|w| w.key == key) {
             Some(w) => {
                 w.interest = interest;
                 if !w.waker.will_wake(waker) {
                     w.waker = waker.clone();
                 }
             }
-            None => waiters.push(Waiter {
+            None => state.waiters.push(Waiter {
                 key,
                 interest,
                 waker: waker.clone(),
             }),
         }
-        let union = waiters
-            .iter()
-            .fold(Interest::default(), |acc, w| acc.union(w.interest));
+        if state.reg.is_some() {
+            // Edge-triggered and already added: the next edge wakes it.
+            return Ok(());
+        }
+        let union = state.union();
         if let Err(e) = self.reactor.arm(fd, fd as u64, union) {
             self.cancel(key);
             return Err(e);
@@ -145,9 +356,22 @@ impl Engine {
     }
 
     fn remove_waiter(&mut self, fd: RawFd, key: u64) {
-        if let Some(waiters) = self.fds.get_mut(&fd) {
-            waiters.retain(|w| w.key != key);
-            if waiters.is_empty() {
+        if let Some(state) = self.fds.get_mut(&fd) {
+            state.waiters.retain(|w| w.key != key);
+            if state.waiters.is_empty() && state.reg.is_none() {
+                self.fds.remove(&fd);
+            }
+        }
+    }
+
+    /// Hands every waiter of `fd` to the next wait.
+    fn wake_all(&mut self, fd: RawFd) {
+        if let Some(state) = self.fds.get_mut(&fd) {
+            for w in state.waiters.drain(..) {
+                self.keys.remove(&w.key);
+                self.ready.push(w.waker);
+            }
+            if state.reg.is_none() {
                 self.fds.remove(&fd);
             }
         }
@@ -162,23 +386,35 @@ impl Engine {
 
     /// True if some operation waits on `fd`.
     pub fn has_waiters(&self, fd: RawFd) -> bool {
-        self.fds.contains_key(&fd)
+        self.fds.get(&fd).is_some_and(|s| !s.waiters.is_empty())
     }
 
     /// The keys of the operations waiting on `fd`.
     pub fn waiter_keys(&self, fd: RawFd) -> impl Iterator<Item = u64> + '_ {
-        self.fds.get(&fd).into_iter().flatten().map(|w| w.key)
+        self.fds
+            .get(&fd)
+            .into_iter()
+            .flat_map(|s| s.waiters.iter())
+            .map(|w| w.key)
     }
 
-    /// Number of operations waiting for readiness.
+    /// Number of operations waiting for readiness (or whose readiness is
+    /// known and will be handed out by the next wait).
     pub fn waiting(&self) -> usize {
-        self.keys.len()
+        self.keys.len() + self.ready.len()
     }
 
     /// Waits at most `timeout` for readiness and appends the wakers of the
-    /// operations that may now proceed to `wakers`. Descriptors still
-    /// awaited for another direction are re-armed.
+    /// operations that may now proceed to `wakers`. Unregistered
+    /// descriptors still awaited for another direction are re-armed. If
+    /// some waker is ready already, the wait does not block.
     pub fn wait(&mut self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<()> {
+        let timeout = if self.ready.is_empty() {
+            timeout
+        } else {
+            wakers.append(&mut self.ready);
+            Some(Duration::ZERO)
+        };
         let mut events = std::mem::take(&mut self.events);
         let waited = self.reactor.wait(timeout, &mut events);
         for ev in events.drain(..) {
@@ -189,34 +425,38 @@ impl Engine {
                 continue;
             }
             let fd = ev.token as RawFd;
-            let Some(waiters) = self.fds.get_mut(&fd) else {
+            let Some(state) = self.fds.get_mut(&fd) else {
                 continue; // nobody waits any more
             };
+            if let Some(reg) = state.reg.as_mut() {
+                reg.record(&ev);
+            }
             let mut i = 0;
-            while i < waiters.len() {
-                let w = &waiters[i];
+            while i < state.waiters.len() {
+                let w = &state.waiters[i];
                 let wanted = (w.interest.read && ev.readable)
                     || (w.interest.write && ev.writable)
                     || (w.interest.is_empty() && ev.failed);
                 if wanted {
-                    let w = waiters.swap_remove(i);
+                    let w = state.waiters.swap_remove(i);
                     self.keys.remove(&w.key);
                     wakers.push(w.waker);
                 } else {
                     i += 1;
                 }
             }
-            if waiters.is_empty() {
+            if state.reg.is_some() {
+                // Edge-triggered: stays registered, nothing to re-arm.
+                continue;
+            }
+            if state.waiters.is_empty() {
                 self.fds.remove(&fd);
             } else {
-                let union = waiters
-                    .iter()
-                    .fold(Interest::default(), |acc, w| acc.union(w.interest));
-                if let Err(e) = self.reactor.arm(fd, fd as u64, union) {
+                let union = state.union();
+                if self.reactor.arm(fd, fd as u64, union).is_err() {
                     // The descriptor went away: wake everyone; each will
                     // see the error when it tries again.
-                    let _ = e;
-                    for w in self.fds.remove(&fd).unwrap_or_default() {
+                    for w in self.fds.remove(&fd).unwrap_or_default().waiters {
                         self.keys.remove(&w.key);
                         wakers.push(w.waker);
                     }

@@ -6,13 +6,38 @@
 //! way `polling` serves `async-io`:
 //!
 //! - [`Reactor`]: an `epoll` instance with registrations keyed by token
-//!   (the descriptor), armed one-shot, and a readiness wait with a
-//!   timeout;
+//!   (the descriptor), either armed one-shot ([`Reactor::arm`]) or added
+//!   once edge-triggered ([`Reactor::add_edge`]), and a readiness wait
+//!   with a timeout;
 //! - [`eventfd`]: the counter other threads write to wake a waiting
 //!   reactor;
 //! - [`Engine`]: performs an operation's non-blocking system call, and
 //!   when the call would block, parks the caller's waker until the
 //!   descriptor is ready, then lets it try again.
+//!
+//! A descriptor is watched one of two ways (details in the `engine`
+//! module's source docs and [`Engine::register`]):
+//!
+//! - **unregistered**, the default, for descriptors whose owner may close
+//!   them without telling the engine (`sock_*` calls on a user's socket,
+//!   `add_reader`): a one-shot interest armed with one `epoll_ctl` each
+//!   time a waiter parks, nothing kept once nobody waits, every poll makes
+//!   its system call;
+//! - **registered** ([`Engine::register`] until [`Engine::deregister`],
+//!   which the owner calls before closing the descriptor): added once,
+//!   edge-triggered (`EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`, as mio
+//!   does), with the readiness of each direction kept by the engine: set
+//!   by an event, cleared when an attempt would block (or, on a byte
+//!   stream, when a receive got less than it asked for,
+//!   [`Engine::note_drained`]). A poll whose direction is known not to be
+//!   ready parks at once, with no system call at all; parking never calls
+//!   `epoll_ctl`. Hang-ups and errors (`EPOLLRDHUP`, `EPOLLHUP`,
+//!   `EPOLLERR`) set readiness and are remembered, so that an end of file
+//!   or error is always seen; readiness is only cleared by evidence, so an
+//!   attempt that leaves data unread (a level-triggered watcher's `poll`)
+//!   is made again next time. Deregistering (or registering the number
+//!   again) forgets everything, so a closed and reused number starts
+//!   fresh.
 //!
 //! ```
 //! use std::os::fd::AsRawFd;

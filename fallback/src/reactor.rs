@@ -1,15 +1,21 @@
-//! The epoll reactor: one-shot registrations keyed by descriptor, and the
+//! The epoll reactor: registrations keyed by descriptor, and the
 //! readiness wait.
 //!
-//! Registrations are one-shot (`EPOLLONESHOT`) and re-armed by the caller
-//! while someone still waits. The descriptors belong to the caller, who
-//! may close them at any time; a one-shot arm keeps no state that could go
-//! stale: arming a descriptor the kernel no longer watches (closed, number
-//! reused) simply adds it again.
+//! Two kinds of registration:
+//!
+//! - **one-shot** ([`Reactor::arm`]): `EPOLLONESHOT`, re-armed by the
+//!   caller while someone still waits. It keeps no state that could go
+//!   stale: arming a descriptor the kernel no longer watches (closed,
+//!   number reused) simply adds it again. For descriptors whose owner may
+//!   close them at any time without telling anyone.
+//! - **edge-triggered** ([`Reactor::add_edge`]): `EPOLLIN | EPOLLOUT |
+//!   EPOLLRDHUP | EPOLLET`, added once and left alone until
+//!   [`Reactor::remove`], as mio registers its sources. For descriptors
+//!   whose owner removes the registration before closing them.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Which readiness to wait for.
@@ -80,12 +86,17 @@ pub struct Event {
     /// Failed or hung up (`EPOLLERR`/`EPOLLHUP`), which epoll reports
     /// whatever the registration asked for.
     pub failed: bool,
+    /// The peer shut down its sending side, or the descriptor hung up
+    /// (`EPOLLRDHUP`/`EPOLLHUP`): reads will not block from now on.
+    pub read_closed: bool,
 }
 
 /// An epoll instance.
 pub struct Reactor {
     epfd: OwnedFd,
     buf: Vec<libc::epoll_event>,
+    /// `epoll_ctl` calls made so far (tests and measurements).
+    ctl_calls: AtomicU64,
 }
 
 /// Cleared once `epoll_pwait2` is refused (`ENOSYS`, or `EPERM`/`EINVAL`
@@ -151,6 +162,7 @@ impl Reactor {
             // SAFETY: a new descriptor nothing else owns.
             epfd: unsafe { OwnedFd::from_raw_fd(fd) },
             buf: Vec::with_capacity(256),
+            ctl_calls: AtomicU64::new(0),
         })
     }
 
@@ -159,7 +171,13 @@ impl Reactor {
         self.epfd.as_raw_fd()
     }
 
+    /// Number of `epoll_ctl` calls this reactor made.
+    pub fn ctl_calls(&self) -> u64 {
+        self.ctl_calls.load(Ordering::Relaxed)
+    }
+
     fn ctl(&self, op: i32, fd: RawFd, bits: u32, token: u64) -> io::Result<()> {
+        self.ctl_calls.fetch_add(1, Ordering::Relaxed);
         let mut ev = libc::epoll_event {
             events: bits,
             u64: token,
@@ -189,8 +207,27 @@ impl Reactor {
         }
     }
 
+    /// Adds a persistent, edge-triggered registration of `fd` for both
+    /// directions and hang-ups (`EPOLLIN | EPOLLOUT | EPOLLRDHUP |
+    /// EPOLLET`), reported with `token`. If `fd` is registered already
+    /// (one-shot, or edge-triggered), the registration is changed to this
+    /// one. Readiness present at the time is reported by the next wait.
+    ///
+    /// Not `EPOLLPRI`, for the reason given for one-shot arms: one urgent
+    /// byte would be reported without a read ever clearing it.
+    pub fn add_edge(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let bits = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        match self.ctl(libc::EPOLL_CTL_ADD, fd, bits, token) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.ctl(libc::EPOLL_CTL_MOD, fd, bits, token)
+            }
+            other => other,
+        }
+    }
+
     /// Stops watching `fd` (a descriptor already closed or never added is
-    /// not an error).
+    /// not an error). The caller must call it before closing `fd`, never
+    /// after: once closed, the number may name another file.
     pub fn remove(&self, fd: RawFd) {
         let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
@@ -216,11 +253,13 @@ impl Reactor {
         for ev in &self.buf {
             let bits = ev.events;
             let failed = bits & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+            let read_closed = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0;
             out.push(Event {
                 token: ev.u64,
                 readable: failed || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0,
                 writable: failed || bits & libc::EPOLLOUT as u32 != 0,
                 failed,
+                read_closed,
             });
         }
         let full = self.buf.len() == cap;

@@ -7,6 +7,16 @@
 //! kernel, so dropping an operation just forgets its waiter, and shutdown
 //! has nothing to wait for. Cross-thread wake-ups arrive on the loop's
 //! eventfd, which the engine watches and drains.
+//!
+//! Descriptors owned by a transport are registered with the engine
+//! ([`EpollDriver::register_fd`], released by
+//! [`EpollDriver::deregister_fd`] before the transport closes them): one
+//! edge-triggered epoll registration for their lifetime, readiness kept
+//! by the engine, so that a receive known to find the socket empty is not
+//! made and parking costs no `epoll_ctl`. Every other descriptor (the
+//! `sock_*` methods, `add_reader`, servers, pipes, pidfds) may be closed
+//! by its owner without telling the loop, and is watched one-shot while
+//! an operation waits on it.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -56,7 +66,12 @@ impl EpollDriver {
         let (fd, interest) = op.readiness();
         match engine.poll_io(key as u64, fd, interest, waker, &mut || op.attempt()) {
             Poll::Pending => SlotPoll::Pending,
-            Poll::Ready(Ok(n)) => SlotPoll::Ready(Completion::new(n.min(i32::MAX as u32) as i32)),
+            Poll::Ready(Ok(n)) => {
+                if op.drained(n) {
+                    engine.note_drained(fd);
+                }
+                SlotPoll::Ready(Completion::new(n.min(i32::MAX as u32) as i32))
+            }
             Poll::Ready(Err(e)) => {
                 SlotPoll::Ready(Completion::new(-e.raw_os_error().unwrap_or(libc::EIO)))
             }
@@ -69,6 +84,22 @@ impl EpollDriver {
         }
         // Nothing of it is in the kernel: free it now.
         drop(resources);
+    }
+
+    /// `fd`, a byte-stream socket, gets one edge-triggered registration
+    /// until [`deregister_fd`](Self::deregister_fd), which the caller
+    /// promises to call before closing it.
+    pub(crate) fn register_fd(&mut self, fd: RawFd) {
+        if let Some(engine) = self.engine.as_mut() {
+            engine.register(fd, true);
+        }
+    }
+
+    /// Ends `fd`'s registration (before it is closed).
+    pub(crate) fn deregister_fd(&mut self, fd: RawFd) {
+        if let Some(engine) = self.engine.as_mut() {
+            engine.deregister(fd);
+        }
     }
 
     pub(crate) fn fd_busy(&self, fd: RawFd) -> bool {

@@ -231,6 +231,25 @@ impl Driver {
         }
     }
 
+    /// `fd`, a byte-stream socket, is owned by a transport that calls
+    /// [`release_fd`](Self::release_fd) before closing it: the epoll
+    /// backend keeps one edge-triggered registration and its readiness
+    /// until then. Nothing on io_uring.
+    pub(crate) fn own_fd(&mut self, fd: std::os::fd::RawFd) {
+        if let Driver::Epoll(d) = self {
+            d.register_fd(fd);
+        }
+    }
+
+    /// The owner of `fd` is about to close it (see [`own_fd`](Self::own_fd)).
+    /// Must come before the close: afterwards the number may name another
+    /// file.
+    pub(crate) fn release_fd(&mut self, fd: std::os::fd::RawFd) {
+        if let Driver::Epoll(d) = self {
+            d.deregister_fd(fd);
+        }
+    }
+
     /// True if an operation that uses `fd` (not a mere readiness wait) is
     /// in progress.
     pub(crate) fn fd_busy(&self, fd: std::os::fd::RawFd) -> bool {

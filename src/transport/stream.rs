@@ -136,6 +136,9 @@ impl StreamInner {
             let _ = sref.set_tcp_nodelay(true);
         }
         let driver = lp.driver_ref();
+        // One epoll registration for the socket's life (epoll backend);
+        // released in `teardown`, before the socket closes.
+        driver.borrow_mut().own_fd(raw_fd);
         let reader = Reader::new(lp, raw_fd);
         let protocol: Rc<RefCell<dyn Protocol>> = protocol;
         let inner = Rc::new(StreamInner {
@@ -410,7 +413,25 @@ impl StreamInner {
         self.stop_io();
         let protocol = self.protocol.borrow_mut().take();
         drop(protocol);
-        let fd = self.fd.borrow_mut().take();
+        let mut fd = self.fd.borrow_mut().take();
+        if let Some(sock) = fd.take() {
+            // Before the close: once closed, the number may be reused,
+            // and the epoll backend's readiness of this socket must not
+            // be inherited by the next one.
+            if let Ok(mut d) = self.driver.try_borrow_mut() {
+                d.release_fd(self.raw_fd);
+                fd = Some(sock);
+            } else {
+                // Unreachable in practice (nothing tears a transport down
+                // inside a driver call). Keeping the number open beats
+                // handing its registration to another file: shut the
+                // connection down and leak the descriptor.
+                // SAFETY: `sock` is our open socket; shutdown takes no
+                // memory.
+                unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+                std::mem::forget(sock);
+            }
+        }
         if let Some(fd) = &fd {
             if self.state.borrow().sendfile_active {
                 // The sendfile works on a duplicate of the socket: shut

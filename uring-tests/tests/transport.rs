@@ -597,3 +597,73 @@ fn loop_close_with_open_transports_leaks_nothing() {
         assert!(weak.upgrade().is_none(), "protocol leaked");
     });
 }
+
+/// On epoll a transport's socket has one edge-triggered registration and
+/// the engine remembers its readiness ("drained" after a short receive).
+/// Closing the transport must forget both: a socket that gets the same
+/// number next must be watched afresh, by a `sock_*` call or by another
+/// transport, or it would wait for an edge of the closed socket forever.
+#[test]
+fn a_socket_reusing_a_closed_transports_number_is_watched_afresh() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    let _g = fd_lock();
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    let n = ours.as_raw_fd();
+    let (proto, seen) = Recorder::new(true);
+    let (t, _p) = tl
+        .block_on(lp.connect_accepted_socket(move || proto, ours))
+        .unwrap();
+    peer.write_all(b"ping").unwrap();
+    let s = seen.clone();
+    run_until(&tl, move || s.borrow().bytes.len() >= 4);
+    t.close();
+    let s = seen.clone();
+    run_until(&tl, move || s.borrow().lost());
+
+    // Descriptor tests are serialised: the next socket takes number `n`.
+    let (a, b) = UnixStream::pair().unwrap();
+    let (reused, other) = match (a.as_raw_fd() == n, b.as_raw_fd() == n) {
+        (true, _) => (a, b),
+        (_, true) => (b, a),
+        _ => {
+            eprintln!("fd {n} was taken by another thread: reuse not tested");
+            return;
+        }
+    };
+    reused.set_nonblocking(true).unwrap();
+
+    // A receive that finds it empty, then data 50 ms later.
+    let other = Rc::new(other);
+    let w = other.clone();
+    lp.call_later(Duration::from_millis(50), move || {
+        (&*w).write_all(b"fresh").unwrap();
+    })
+    .unwrap();
+    let l = lp.clone();
+    let (got, reused) = tl.block_on(async move {
+        let got = l.sock_recv(&reused, 64).await;
+        (got, reused)
+    });
+    assert_eq!(&got.unwrap()[..], b"fresh");
+
+    // And as a transport again: it echoes.
+    let (proto, seen) = Recorder::new(true);
+    let (t, _p) = tl
+        .block_on(lp.connect_accepted_socket(move || proto, reused))
+        .unwrap();
+    let w = other.clone();
+    lp.call_later(Duration::from_millis(50), move || {
+        (&*w).write_all(b"again").unwrap();
+    })
+    .unwrap();
+    let s = seen.clone();
+    run_until(&tl, move || s.borrow().bytes.len() >= 5);
+    assert_eq!(seen.borrow().bytes, b"again");
+    t.close();
+    let s = seen.clone();
+    run_until(&tl, move || s.borrow().lost());
+}

@@ -71,6 +71,15 @@ pub(crate) trait OpKind: 'static {
     /// would have reported `n`).
     fn attempt(&mut self) -> io::Result<u32>;
 
+    /// The readiness path: `res`, a successful attempt's result, shows
+    /// that the descriptor had nothing more to read (a receive that got
+    /// less than it asked for). The engine uses it only on descriptors
+    /// registered as byte streams, to skip the receive that would find
+    /// the socket empty.
+    fn drained(&mut self, _res: u32) -> bool {
+        false
+    }
+
     /// False for operations that only wait (POLL): they do not count as
     /// using the descriptor for `add_reader`'s ownership check.
     const USES_FD: bool = true;

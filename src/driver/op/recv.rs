@@ -48,6 +48,10 @@ impl OpKind for Recv {
         })
     }
 
+    fn drained(&mut self, res: u32) -> bool {
+        res > 0 && (res as usize) < self.buf.spare_capacity_mut().len()
+    }
+
     fn complete(mut self, c: Completion) -> io::Result<Bytes> {
         let n = c.result()? as usize;
         // SAFETY: the kernel reports `n` bytes written into the spare
@@ -90,6 +94,10 @@ impl<B: IoBufMut> OpKind for RecvInto<B> {
                 libc::MSG_DONTWAIT,
             )
         })
+    }
+
+    fn drained(&mut self, res: u32) -> bool {
+        res > 0 && (res as usize) < self.buf.as_mut_bytes().len()
     }
 
     fn complete(self, c: Completion) -> (io::Result<usize>, B) {
