@@ -143,6 +143,11 @@ impl OpKind for RecvSpare {
         })
     }
 
+    fn drained(&mut self, res: u32) -> bool {
+        // The attempt received into the spare capacity of an empty vector.
+        res > 0 && (res as usize) < self.buf.capacity()
+    }
+
     fn complete(mut self, c: Completion) -> (io::Result<usize>, Vec<u8>) {
         let r = c.result().map(|n| n as usize);
         if let Ok(n) = r {
