@@ -16,9 +16,9 @@ static LOGGED_CHOICE: Once = Once::new();
 /// Default submission-ring size.
 pub const DEFAULT_RING_ENTRIES: u32 = 1024;
 /// Default number of receive buffers in the io_uring buffer ring.
-pub const DEFAULT_RECV_BUFFERS: u16 = 1024;
+pub const DEFAULT_RECV_BUFFERS: u16 = 256;
 /// Default size of one receive buffer in the io_uring buffer ring.
-pub const DEFAULT_RECV_BUFFER_SIZE: usize = 16 * 1024;
+pub const DEFAULT_RECV_BUFFER_SIZE: usize = 64 * 1024;
 
 /// Builds an [`EventLoop`] with custom settings.
 ///
@@ -65,7 +65,9 @@ impl EventLoopBuilder {
 
     /// The io_uring backend's shared receive buffers: `count` buffers
     /// (a power of two up to 32,768; 0 turns multishot receive off) of
-    /// `size` bytes (1 byte to 1 MiB). Default 1,024 × 16 KiB.
+    /// `size` bytes (1 byte to 1 MiB). Default 256 × 64 KiB (64 KiB is what
+    /// a single-shot receive asks for; measured against 1,024 × 16 KiB, it
+    /// costs fewer callbacks per bulk transfer).
     ///
     /// Stream transports receive with one multishot receive each, into
     /// buffers the kernel takes from this ring only when data arrives, so

@@ -7,7 +7,7 @@
 //! `data_received` as a [`RingBuf`] and the buffer goes back to the ring
 //! when that value drops (after the callback returns).
 //!
-//! Memory: by default 1,024 buffers of 16 KiB
+//! Memory: by default 256 buffers of 64 KiB
 //! ([`EventLoopBuilder::recv_buffers`](crate::EventLoopBuilder::recv_buffers)),
 //! reserved with `mmap` and made resident page by page as the kernel
 //! first fills them (16 MiB of address space; what is resident is bounded
