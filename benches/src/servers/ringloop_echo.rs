@@ -88,7 +88,9 @@ pub fn serve_streams(backend: Backend, listener: TcpListener) -> io::Result<()> 
                     if data.is_empty() {
                         return Ok::<(), StreamError>(());
                     }
-                    writer.write(&data)?;
+                    // `read` hands out `Bytes`: queue them without a copy
+                    // (what a user holding `Bytes` writes).
+                    writer.write_bytes(data)?;
                     writer.drain().await?;
                 }
             }
