@@ -19,12 +19,6 @@ pub(crate) const MAX_IOVECS: usize = 1024;
 /// `Bytes` smaller than this are copied into the tail chunk, so many
 /// small writes leave as few iovecs; larger ones are queued as they are.
 const COALESCE_BELOW: usize = 16 * 1024;
-/// The tail grows by at least this much at a time. Once the chunks split
-/// off it have been sent and dropped, `BytesMut::reserve` takes the same
-/// allocation back, so a busy connection writes into one buffer instead
-/// of allocating (and the allocator trimming and faulting in) a new one
-/// per burst.
-const TAIL_RESERVE: usize = 16 * 1024;
 
 /// Flow-control limits: `pause_writing` above `high`, `resume_writing` at
 /// `low` or below.
@@ -89,14 +83,14 @@ impl WriteBuffer {
 
     /// Appends a copy of `data`, at the end of the tail chunk whatever its
     /// size: the copy is needed anyway (the caller keeps its slice), and
-    /// the tail's allocation is reused once the chunks split off it are
-    /// sent, where a fresh allocation per large write made the allocator
-    /// trim and fault pages back in (a quarter of the server's time in a
-    /// pipelined echo).
+    /// once the chunks split off the tail are sent, `BytesMut::reserve`
+    /// takes the same allocation back. A fresh allocation per large write
+    /// made the allocator trim and fault pages back in (a quarter of the
+    /// server's time in a pipelined echo). The tail grows only as far as
+    /// the writes need (a connection that wrote a 64-byte greeting keeps
+    /// 64 bytes, one that wrote 64 KiB bursts keeps 64 KiB).
     pub(crate) fn push_slice(&mut self, data: &[u8]) {
-        if self.tail.capacity() - self.tail.len() < data.len() {
-            self.tail.reserve(data.len().max(TAIL_RESERVE));
-        }
+        self.tail.reserve(data.len());
         self.tail.extend_from_slice(data);
         self.queued += data.len();
     }
