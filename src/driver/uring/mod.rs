@@ -312,6 +312,7 @@ impl UringDriver {
             None if shut_down && !*ended => {
                 // Shutdown gave up on it: nothing more will arrive.
                 self.slots.remove(key);
+                self.kernel_owned = self.kernel_owned.saturating_sub(1);
                 SlotPoll::Ready(Completion::new(-libc::ECANCELED))
             }
             None => {
@@ -338,6 +339,10 @@ impl UringDriver {
             release(c);
         }
         if *ended || self.ring.is_none() {
+            if !*ended {
+                // Shutdown gave up on it; the ring is gone.
+                self.kernel_owned = self.kernel_owned.saturating_sub(1);
+            }
             self.slots.remove(key);
             return;
         }
