@@ -154,3 +154,67 @@ fn cancelled_operations_free_everything_by_the_final_completion() {
         drop(pairs);
     });
 }
+
+#[test]
+fn connections_accepted_but_not_taken_are_closed_when_the_server_closes() {
+    // io_uring: the server's multishot accept posts a completion (a new
+    // descriptor) per waiting client; the server closes in the same
+    // iteration, before its accept loop took them. Each of those
+    // descriptors must be closed by the driver, and each client must see
+    // its connection end. On epoll the clients wait in the backlog and are
+    // refused when the listening socket closes: the same outcome.
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    let _serial = fd_lock();
+    let base = fd_count();
+    let lp = EventLoop::new().unwrap();
+    let before = fd_count();
+    let server = lp
+        .run_until_complete(lp.create_server(
+            ringloop_uring_tests::proto::Recorder::factory(true).0,
+            &["127.0.0.1"],
+            Some(0),
+            ringloop::net::ServerOptions::default(),
+        ))
+        .unwrap()
+        .unwrap();
+    let port = server.addresses()[0].as_socket().unwrap().port();
+    // Let the accept loop arm its accept.
+    lp.run_until_complete(lp.sleep(Duration::from_millis(20)).unwrap())
+        .unwrap();
+    let mut clients: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let clients_fds = clients.len();
+    let s = server.clone();
+    lp.call_soon(move || s.close()).unwrap();
+    // One iteration: the accept completions are reaped (waking the accept
+    // loop behind the close callback), then the close runs first.
+    lp.run_once().unwrap();
+    for _ in 0..10 {
+        if lp.in_flight_ops() == 0 {
+            break;
+        }
+        lp.run_until_complete(lp.sleep(Duration::from_millis(5)).unwrap())
+            .unwrap();
+    }
+    assert_eq!(
+        fd_count(),
+        before + clients_fds,
+        "accepted descriptors left open"
+    );
+    for c in &mut clients {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        match c.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("unexpected {n} bytes"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    drop(clients);
+    lp.run_until_complete(server.wait_closed()).unwrap();
+    lp.close().unwrap();
+    assert_eq!(fd_count(), base);
+}
