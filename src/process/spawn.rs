@@ -239,10 +239,9 @@ pub(crate) fn spawn(
         pass_fds: options.pass_fds.iter().map(AsRawFd::as_raw_fd).collect(),
     };
     if setup.needed() {
-        // SAFETY: the hook runs in the forked child and only makes
-        // async-signal-safe system calls (setsid, dup2, close_range,
-        // open/getdents64/fcntl/close, getrlimit) on data prepared here;
-        // it allocates nothing and takes no lock.
+        // SAFETY: in the forked child the hook makes only async-signal-safe
+        // calls (setsid, dup2, close_range, open/getdents64/fcntl/close,
+        // getrlimit) on data prepared here; no allocation, no lock.
         unsafe {
             cmd.pre_exec(move || setup.run());
         }

@@ -4,6 +4,7 @@
 //! into the operation and comes back with the result.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +16,27 @@ use super::OpKind;
 use crate::buf::IoBufMut;
 use crate::driver::Completion;
 
+/// The RECV entry for an owned buffer's spare capacity (the op owns the
+/// buffer, so the memory outlives the operation).
+fn spare_sqe(fd: RawFd, spare: &mut [MaybeUninit<u8>]) -> squeue::Entry {
+    let len = spare.len().min(u32::MAX as usize) as u32;
+    opcode::Recv::new(types::Fd(fd), spare.as_mut_ptr().cast(), len).build()
+}
+
+/// `recv(MSG_DONTWAIT)` into an owned buffer's spare capacity.
+fn spare_recv(fd: RawFd, spare: &mut [MaybeUninit<u8>]) -> io::Result<u32> {
+    // SAFETY: the kernel writes at most `spare.len()` bytes into `spare`,
+    // memory the caller's operation owns.
+    check(unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    })
+}
+
 /// `recv(fd, n)` into a fresh buffer of capacity `n`.
 pub(crate) struct Recv {
     pub(crate) fd: RawFd,
@@ -25,9 +47,7 @@ impl OpKind for Recv {
     type Output = io::Result<Bytes>;
 
     fn sqe(&mut self) -> squeue::Entry {
-        let spare = self.buf.spare_capacity_mut();
-        let len = spare.len().min(u32::MAX as usize) as u32;
-        opcode::Recv::new(types::Fd(self.fd), spare.as_mut_ptr().cast(), len).build()
+        spare_sqe(self.fd, self.buf.spare_capacity_mut())
     }
 
     fn readiness(&self) -> (RawFd, Interest) {
@@ -35,17 +55,7 @@ impl OpKind for Recv {
     }
 
     fn attempt(&mut self) -> io::Result<u32> {
-        let spare = self.buf.spare_capacity_mut();
-        // SAFETY: the kernel writes at most `spare.len()` bytes into the
-        // buffer's spare capacity, which we own.
-        check(unsafe {
-            libc::recv(
-                self.fd,
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                libc::MSG_DONTWAIT,
-            )
-        })
+        spare_recv(self.fd, self.buf.spare_capacity_mut())
     }
 
     fn drained(&mut self, res: u32) -> bool {
@@ -119,9 +129,7 @@ impl OpKind for RecvSpare {
 
     fn sqe(&mut self) -> squeue::Entry {
         self.buf.clear();
-        let spare = self.buf.spare_capacity_mut();
-        let len = spare.len().min(u32::MAX as usize) as u32;
-        opcode::Recv::new(types::Fd(self.fd), spare.as_mut_ptr().cast(), len).build()
+        spare_sqe(self.fd, self.buf.spare_capacity_mut())
     }
 
     fn readiness(&self) -> (RawFd, Interest) {
@@ -130,17 +138,7 @@ impl OpKind for RecvSpare {
 
     fn attempt(&mut self) -> io::Result<u32> {
         self.buf.clear();
-        let spare = self.buf.spare_capacity_mut();
-        // SAFETY: the kernel writes at most `spare.len()` bytes into the
-        // vector's spare capacity, which we own.
-        check(unsafe {
-            libc::recv(
-                self.fd,
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                libc::MSG_DONTWAIT,
-            )
-        })
+        spare_recv(self.fd, self.buf.spare_capacity_mut())
     }
 
     fn drained(&mut self, res: u32) -> bool {

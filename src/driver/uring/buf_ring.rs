@@ -109,10 +109,9 @@ impl BufRing {
             br.push(bid);
         }
         br.publish();
-        // SAFETY: the ring memory is page aligned (mmap), holds ENTRIES
-        // initialised entries and stays mapped until the `BufRing` drops,
-        // which the driver only lets happen after unregistering it (or
-        // never, when shutdown gave up on operations still in flight).
+        // SAFETY: the ring is page aligned (mmap), its entries initialised,
+        // and it stays mapped until the driver unregisters it (or forever,
+        // when shutdown gave up on operations still in flight).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 br.ring.ptr.as_ptr() as u64,
@@ -133,10 +132,9 @@ impl BufRing {
     fn push(&self, bid: u16) {
         let tail = self.tail.get();
         let idx = usize::from(tail & (self.entries - 1));
-        // SAFETY: `idx < entries`, inside the ring mapping. The slot at
-        // our tail is not visible to the kernel until the tail moves past
-        // it, so writing it races with nothing. Only `addr`, `len` and
-        // `bid` are written: the `resv` field of slot 0 is the tail.
+        // SAFETY: `idx < entries` (inside the mapping); the kernel ignores
+        // this slot until the published tail passes it; `resv` (slot 0's
+        // holds the tail) is not written.
         unsafe {
             let e = &mut *self.entries().add(idx);
             e.set_addr(self.buf_ptr(bid) as u64);

@@ -138,10 +138,7 @@ impl UringDriver {
         else {
             return;
         };
-        let cancel = opcode::AsyncCancel::new(user_data(key, generation))
-            .build()
-            .user_data(CANCEL_TOKEN);
-        if self.push(&cancel).is_err() {
+        if self.push_cancel(key, generation).is_err() {
             tracing::warn!(key, "ringloop: could not queue ASYNC_CANCEL");
         }
     }
@@ -347,10 +344,23 @@ impl UringDriver {
             return;
         }
         *slot = Slot::MultiAbandoned(release);
+        self.cancel_now(key, generation);
+    }
+
+    /// Queues an `ASYNC_CANCEL` of the operation in slot `key` of
+    /// `generation` (its own CQE is ignored).
+    fn push_cancel(&mut self, key: usize, generation: u32) -> io::Result<()> {
         let cancel = opcode::AsyncCancel::new(user_data(key, generation))
             .build()
             .user_data(CANCEL_TOKEN);
-        if self.push(&cancel).is_err() || self.submit_now().is_err() {
+        self.push(&cancel)
+    }
+
+    /// Cancels an operation whose owner went away, submitting at once: the
+    /// kernel has taken both the operation (and its file reference) and
+    /// the cancel before the caller can close the descriptor.
+    fn cancel_now(&mut self, key: usize, generation: u32) {
+        if self.push_cancel(key, generation).is_err() || self.submit_now().is_err() {
             tracing::warn!(key, "ringloop: could not submit ASYNC_CANCEL");
         }
         self.run_task_work();
@@ -368,16 +378,7 @@ impl UringDriver {
             }
             Slot::InFlight(_) => {
                 *slot = Slot::Abandoned(resources);
-                let cancel = opcode::AsyncCancel::new(user_data(key, generation))
-                    .build()
-                    .user_data(CANCEL_TOKEN);
-                // Push the cancel and submit now, so that the kernel has
-                // taken both the operation (and its file reference) and the
-                // cancel before the caller can close the descriptor.
-                if self.push(&cancel).is_err() || self.submit_now().is_err() {
-                    tracing::warn!(key, "ringloop: could not submit ASYNC_CANCEL");
-                }
-                self.run_task_work();
+                self.cancel_now(key, generation);
             }
             Slot::Abandoned(_) => {
                 // Cannot happen (one Op per slot); keep the first resources.
