@@ -3,35 +3,17 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Poll, Wake, Waker};
+use std::sync::atomic::Ordering;
+use std::task::{Poll, Waker};
 use std::time::Duration;
+
+mod common;
+use common::{counting, pair};
 
 use ringloop_fallback::{eventfd, Engine, Interest};
 
-/// A waker that counts its wake-ups.
-struct Count(AtomicUsize);
-impl Wake for Count {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-fn counting() -> (Arc<Count>, Waker) {
-    let c = Arc::new(Count(AtomicUsize::new(0)));
-    (c.clone(), Waker::from(c))
-}
-
 fn would_block<T>() -> io::Result<T> {
     Err(io::Error::from(io::ErrorKind::WouldBlock))
-}
-
-fn pair() -> (UnixStream, UnixStream) {
-    let (a, b) = UnixStream::pair().unwrap();
-    a.set_nonblocking(true).unwrap();
-    b.set_nonblocking(true).unwrap();
-    (a, b)
 }
 
 #[test]

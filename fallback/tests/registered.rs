@@ -8,30 +8,21 @@ use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Poll, Wake, Waker};
+use std::sync::atomic::Ordering;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{counting, pair};
 
 use ringloop_fallback::{Engine, Interest};
 
-struct Count(AtomicUsize);
-impl Wake for Count {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+/// A read attempt on `fd` that counts its calls in `calls`.
+fn counted_read(fd: RawFd, calls: &Cell<usize>) -> impl FnMut() -> io::Result<usize> + '_ {
+    move || {
+        calls.set(calls.get() + 1);
+        read_fd(fd)
     }
-}
-fn counting() -> (Arc<Count>, Waker) {
-    let c = Arc::new(Count(AtomicUsize::new(0)));
-    (c.clone(), Waker::from(c))
-}
-
-fn pair() -> (UnixStream, UnixStream) {
-    let (a, b) = UnixStream::pair().unwrap();
-    a.set_nonblocking(true).unwrap();
-    b.set_nonblocking(true).unwrap();
-    (a, b)
 }
 
 /// A non-blocking read of `fd` into a 16-byte buffer.
@@ -77,10 +68,7 @@ fn an_attempt_that_would_block_parks_the_next_poll_without_a_system_call() {
     assert_eq!(e.reactor().ctl_calls(), 0, "registering makes no call");
     let (_, waker) = counting();
     let attempts = Cell::new(0);
-    let mut attempt = || {
-        attempts.set(attempts.get() + 1);
-        read_fd(fd)
-    };
+    let mut attempt = counted_read(fd, &attempts);
 
     // Fresh: tried; would block; parked with one EPOLL_CTL_ADD.
     assert!(e
@@ -138,10 +126,7 @@ fn a_short_read_of_a_stream_drains_it() {
     e.register(fd, true);
     let (_, waker) = counting();
     let attempts = Cell::new(0);
-    let mut attempt = || {
-        attempts.set(attempts.get() + 1);
-        read_fd(fd)
-    };
+    let mut attempt = counted_read(fd, &attempts);
     (&a).write_all(b"abc").unwrap();
     assert!(matches!(
         e.poll_io(1, fd, Interest::READ, &waker, &mut attempt),
@@ -180,10 +165,7 @@ fn note_drained_is_ignored_unless_the_descriptor_is_a_registered_stream() {
     let fd = b.as_raw_fd();
     let (_, waker) = counting();
     let attempts = Cell::new(0);
-    let mut attempt = || {
-        attempts.set(attempts.get() + 1);
-        read_fd(fd)
-    };
+    let mut attempt = counted_read(fd, &attempts);
     for registered in [false, true] {
         if registered {
             e.register(fd, false); // registered, but not a stream
@@ -212,10 +194,7 @@ fn a_closed_and_reused_number_starts_afresh_after_deregister() {
     e.register(n, true);
     let (_, waker) = counting();
     let attempts = Cell::new(0);
-    let mut attempt = || {
-        attempts.set(attempts.get() + 1);
-        read_fd(n)
-    };
+    let mut attempt = counted_read(n, &attempts);
     // Known empty and added.
     assert!(e
         .poll_io(1, n, Interest::READ, &waker, &mut attempt)
@@ -262,10 +241,7 @@ fn a_deregistered_number_behaves_as_unregistered() {
     e.register(fd, true);
     let (_, waker) = counting();
     let attempts = Cell::new(0);
-    let mut attempt = || {
-        attempts.set(attempts.get() + 1);
-        read_fd(fd)
-    };
+    let mut attempt = counted_read(fd, &attempts);
     assert!(e
         .poll_io(1, fd, Interest::READ, &waker, &mut attempt)
         .is_pending());
