@@ -30,6 +30,7 @@ use bytes::Bytes;
 use super::core::{Called, Core, LostHook};
 use super::fd::PipeFd;
 use super::WritePipeProtocol;
+use crate::driver::op::batch::IoBatch;
 use crate::driver::op::poll::PollOnce;
 use crate::driver::op::write::WriteV;
 use crate::driver::op::Op;
@@ -80,6 +81,9 @@ struct WriteState {
 #[derive(Default)]
 struct WriteIo {
     write: Option<Op<WriteV>>,
+    /// The chunk list and iovecs of the next write (`None` while a write
+    /// is in flight with them).
+    batch: Option<Box<IoBatch>>,
     /// Waiting for room after an `EAGAIN` (io_uring only).
     writable: Option<Op<PollOnce>>,
     /// Waiting for the reader to go away (`POLLERR`/`POLLHUP`).
@@ -276,24 +280,30 @@ impl WriteInner {
             io.writable = None;
         }
         if io.write.is_none() {
-            let chunks = {
+            let batch = {
                 let mut st = self.state.borrow_mut();
                 if st.buf.is_empty() {
                     None
                 } else {
-                    Some(st.buf.take_for_send())
+                    let mut batch = io.batch.take().unwrap_or_else(IoBatch::new);
+                    st.buf.take_for_send(&mut batch.chunks);
+                    Some(batch)
                 }
             };
-            let Some(chunks) = chunks else {
+            let Some(batch) = batch else {
                 drop(io);
                 self.drained();
                 return Step::Idle;
             };
-            match Op::try_submit(driver, WriteV::new(fd, chunks)) {
+            match Op::try_submit(driver, WriteV::new(fd, batch)) {
                 Ok(op) => io.write = Some(op),
                 Err((e, op)) => {
-                    let chunks = op.into_chunks();
-                    self.state.borrow_mut().buf.complete_send(chunks, 0);
+                    let mut batch = op.into_batch();
+                    self.state
+                        .borrow_mut()
+                        .buf
+                        .complete_send(&mut batch.chunks, 0);
+                    io.batch = Some(batch);
                     return Step::Lost(e);
                 }
             }
@@ -301,29 +311,28 @@ impl WriteInner {
         let Some(op) = io.write.as_mut() else {
             return Step::Idle;
         };
-        let Poll::Ready((res, chunks)) = Pin::new(op).poll(cx) else {
+        let Poll::Ready((res, mut batch)) = Pin::new(op).poll(cx) else {
             return Step::Idle;
         };
         io.write = None;
         let mut st = self.state.borrow_mut();
-        match res {
-            Ok(n) => st.buf.complete_send(chunks, n),
-            Err(e) => {
-                st.buf.complete_send(chunks, 0);
-                match e.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::WouldBlock => {
-                        let wait = PollOnce {
-                            fd,
-                            mask: libc::POLLOUT as u32,
-                        };
-                        match Op::submit(driver, wait) {
-                            Ok(op) => io.writable = Some(op),
-                            Err(e) => return Step::Lost(e),
-                        }
+        let sent = *res.as_ref().unwrap_or(&0);
+        st.buf.complete_send(&mut batch.chunks, sent);
+        io.batch = Some(batch);
+        if let Err(e) = res {
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    let wait = PollOnce {
+                        fd,
+                        mask: libc::POLLOUT as u32,
+                    };
+                    match Op::submit(driver, wait) {
+                        Ok(op) => io.writable = Some(op),
+                        Err(e) => return Step::Lost(e),
                     }
-                    _ => return Step::Lost(e),
                 }
+                _ => return Step::Lost(e),
             }
         }
         drop(st);

@@ -6,6 +6,7 @@
 //! operation, together with everything else written in the same loop
 //! iteration (one `sendmsg` with many iovecs).
 
+pub(crate) mod chunk;
 mod datagram;
 mod read;
 mod sendfile;
@@ -60,12 +61,17 @@ impl Transport {
     /// Queues a copy of `data` for sending (`transport.write`). Never
     /// blocks. Writing an empty slice does nothing.
     ///
+    /// Writing back (part of) the data `data_received` is handing you,
+    /// from inside that call, skips the copy when it is large (2 KiB or
+    /// more): the received buffer itself is queued, and goes back once
+    /// sent. An echo or a relay needs nothing special for this.
+    ///
     /// Errors: `InvalidState` after [`write_eof`](Self::write_eof) or
     /// while a `sendfile` runs. Writes after the connection is lost are
     /// dropped silently, with a warning logged from the fifth on, as in
     /// asyncio.
     pub fn write(&self, data: &[u8]) -> Result<()> {
-        self.inner.write_with(data.len(), |b| b.push_slice(data))
+        self.inner.write_slice(data)
     }
 
     /// Queues `data` without copying it (large payloads).

@@ -23,9 +23,11 @@ use std::task::{Context, Poll, Waker};
 
 use socket2::SockAddr;
 
-use super::read::{ReadEvent, Reader};
+use super::chunk::offset_within;
+use super::read::{ReadBuf, ReadEvent, Reader};
 use super::write_buf::{Limits, WriteBuffer};
 use super::Transport;
+use crate::driver::op::batch::IoBatch;
 use crate::driver::op::sendmsg::SendMsg;
 use crate::driver::op::{DriverRef, Op};
 use crate::error::Error;
@@ -36,6 +38,12 @@ use crate::protocol::Protocol;
 /// After this many writes to a lost connection, each further one logs a
 /// warning (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
 const CONNLOST_WARN_AFTER: u32 = 5;
+
+/// Received data at least this large is handed to `data_received` in a
+/// way that lets a `write` of it skip the copy (see
+/// [`StreamInner::write_slice`]); below it, copying costs less than
+/// sharing.
+const SHARE_FROM: usize = 2048;
 
 /// Called when a transport is gone, to let its server count it out.
 pub(crate) type DetachHook = Box<dyn FnOnce()>;
@@ -78,6 +86,12 @@ pub(crate) struct StreamInner {
     protocol_name: &'static str,
     reader: RefCell<Reader>,
     send: RefCell<Option<Op<SendMsg>>>,
+    /// The chunk list, iovecs and header of the next send (`None` while
+    /// a send is in flight with them).
+    batch: RefCell<Option<Box<IoBatch>>>,
+    /// The received buffer `data_received` is being handed (a large one
+    /// only): a `write` of a slice of it is queued without copying.
+    delivering: RefCell<Option<Rc<ReadBuf>>>,
     /// The pump task's waker (set at its first run).
     pump_waker: RefCell<Option<Waker>>,
     /// The pump is running: a `write` need not wake it.
@@ -163,6 +177,8 @@ impl StreamInner {
             protocol_name: std::any::type_name::<P>(),
             reader: RefCell::new(reader),
             send: RefCell::new(None),
+            batch: RefCell::new(None),
+            delivering: RefCell::new(None),
             pump_waker: RefCell::new(None),
             in_pump: Cell::new(false),
             finished: Cell::new(false),
@@ -238,6 +254,26 @@ impl StreamInner {
         if let Some(w) = self.pump_waker.borrow().as_ref() {
             w.wake_by_ref();
         }
+    }
+
+    /// `write(data)`: a copy of `data`, or, when `data` is (part of)
+    /// what `data_received` is being handed right now, the received
+    /// buffer itself (an echo or a relay then sends without copying; the
+    /// buffer goes back once sent).
+    pub(crate) fn write_slice(self: &Rc<Self>, data: &[u8]) -> crate::Result<()> {
+        if data.len() >= SHARE_FROM {
+            let delivering = self.delivering.borrow().clone();
+            if let Some(rx) = delivering {
+                if let Some(start) = offset_within(&rx, data) {
+                    return self.write_with(data.len(), |b| {
+                        if !b.push_received(&rx, start, start + data.len()) {
+                            b.push_slice(data);
+                        }
+                    });
+                }
+            }
+        }
+        self.write_with(data.len(), |b| b.push_slice(data))
     }
 
     /// `write`: queue, wake the pump, maybe pause the protocol.
@@ -596,11 +632,13 @@ impl StreamInner {
         }
         self.in_pump.set(true);
         loop {
-            let read = self.drive_read(cx);
+            // Sends first: a finished send lets its received buffers go
+            // before new data arrives to be written.
+            let wrote = self.drive_write(cx);
             if self.finished.get() {
                 break;
             }
-            let wrote = self.drive_write(cx);
+            let read = self.drive_read(cx);
             if self.finished.get() || !(read || wrote) {
                 break;
             }
@@ -633,9 +671,23 @@ impl StreamInner {
             ReadEvent::Pending => false,
             ReadEvent::Data => {
                 let data = self.reader.borrow_mut().take_data();
-                if let Some(data) = data {
-                    self.call_protocol("data_received", |p| p.data_received(&data));
-                    self.reader.borrow_mut().recycle(data);
+                match data {
+                    Some(data) if data.len() >= SHARE_FROM => {
+                        let data = Rc::new(data);
+                        *self.delivering.borrow_mut() = Some(data.clone());
+                        self.call_protocol("data_received", |p| p.data_received(&data));
+                        self.delivering.borrow_mut().take();
+                        // Still shared: a write queued it, and the send
+                        // lets it go.
+                        if let Ok(data) = Rc::try_unwrap(data) {
+                            self.reader.borrow_mut().recycle(data);
+                        }
+                    }
+                    Some(data) => {
+                        self.call_protocol("data_received", |p| p.data_received(&data));
+                        self.reader.borrow_mut().recycle(data);
+                    }
+                    None => {}
                 }
                 true
             }
@@ -670,18 +722,18 @@ impl StreamInner {
                 None => None,
             }
         };
-        if let Some((result, chunks)) = polled {
+        if let Some((result, mut batch)) = polled {
             progressed = true;
+            let sent = *result.as_ref().unwrap_or(&0);
+            self.state
+                .borrow_mut()
+                .buf
+                .complete_send(&mut batch.chunks, sent);
+            *self.batch.borrow_mut() = Some(batch);
             match result {
-                Ok(n) => {
-                    self.state.borrow_mut().buf.complete_send(chunks, n);
-                    self.wake_space_waiters();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.state.borrow_mut().buf.complete_send(chunks, 0)
-                }
+                Ok(_) => self.wake_space_waiters(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    self.state.borrow_mut().buf.complete_send(chunks, 0);
                     self.fatal_error(e, "Fatal write error on socket transport", None);
                     return true;
                 }
@@ -691,20 +743,27 @@ impl StreamInner {
                 return true;
             }
         }
-        let chunks = {
+        let batch = {
             let mut st = self.state.borrow_mut();
             if st.buf.is_empty() {
                 None
             } else {
-                Some(st.buf.take_for_send())
+                let mut batch = self.batch.borrow_mut().take().unwrap_or_else(IoBatch::new);
+                st.buf.take_for_send(&mut batch.chunks);
+                Some(batch)
             }
         };
-        match chunks {
-            Some(chunks) => {
-                let op = SendMsg::new(self.raw_fd, chunks);
+        match batch {
+            Some(batch) => {
+                let op = SendMsg::new(self.raw_fd, batch);
                 match Op::try_submit(&self.driver, op) {
                     Ok(op) => *self.send.borrow_mut() = Some(op),
-                    Err((e, _)) => {
+                    Err((e, op)) => {
+                        let mut batch = op.into_batch();
+                        let mut st = self.state.borrow_mut();
+                        st.buf.complete_send(&mut batch.chunks, 0);
+                        drop(st);
+                        *self.batch.borrow_mut() = Some(batch);
                         self.fatal_error(e, "Fatal write error on socket transport", None);
                     }
                 }

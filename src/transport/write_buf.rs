@@ -7,8 +7,12 @@
 //! accepted by the kernel, including those in flight.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+
+use super::chunk::Chunk;
+use super::read::ReadBuf;
 
 /// asyncio's default high-water mark (64 KiB).
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -19,6 +23,9 @@ pub(crate) const MAX_IOVECS: usize = 1024;
 /// `Bytes` smaller than this are copied into the tail chunk, so many
 /// small writes leave as few iovecs; larger ones are queued as they are.
 const COALESCE_BELOW: usize = 16 * 1024;
+/// The most received buffers one connection's write buffer holds (queued
+/// or in flight); beyond that, writes of received data are copied.
+const MAX_RECEIVED: usize = 2;
 
 /// Flow-control limits: `pause_writing` above `high`, `resume_writing` at
 /// `low` or below.
@@ -60,7 +67,7 @@ impl Limits {
 /// Unsent bytes, oldest first.
 #[derive(Default)]
 pub(crate) struct WriteBuffer {
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Chunk>,
     /// Small writes accumulate here; it becomes a chunk when a send
     /// starts.
     tail: BytesMut,
@@ -68,6 +75,8 @@ pub(crate) struct WriteBuffer {
     queued: usize,
     /// Bytes handed to a send that has not completed.
     in_flight: usize,
+    /// [`Chunk::Received`] chunks queued or in flight.
+    received: usize,
 }
 
 impl WriteBuffer {
@@ -101,48 +110,80 @@ impl WriteBuffer {
             self.push_slice(&data);
             return;
         }
+        self.push_chunk(Chunk::Bytes(data));
+    }
+
+    /// Appends `buf[start..end]` without copying, holding the received
+    /// buffer until it is sent. False (nothing queued) when
+    /// [`MAX_RECEIVED`] received buffers are held already: the caller
+    /// copies instead, so that a connection whose peer does not read
+    /// cannot hold many ring buffers.
+    pub(crate) fn push_received(&mut self, buf: &Rc<ReadBuf>, start: usize, end: usize) -> bool {
+        if self.received >= MAX_RECEIVED || start > end || end > buf.len() {
+            return false;
+        }
+        self.received += 1;
+        self.push_chunk(Chunk::Received {
+            buf: buf.clone(),
+            start,
+            end,
+        });
+        true
+    }
+
+    fn push_chunk(&mut self, chunk: Chunk) {
         self.flush_tail();
-        self.queued += data.len();
-        self.chunks.push_back(data);
+        self.queued += chunk.len();
+        self.chunks.push_back(chunk);
     }
 
     fn flush_tail(&mut self) {
         if !self.tail.is_empty() {
             let chunk = self.tail.split().freeze();
-            self.chunks.push_back(chunk);
+            self.chunks.push_back(Chunk::Bytes(chunk));
         }
     }
 
-    /// Takes up to [`MAX_IOVECS`] chunks for one send.
-    pub(crate) fn take_for_send(&mut self) -> Vec<Bytes> {
+    /// Moves up to [`MAX_IOVECS`] chunks into `out` (empty) for one send.
+    pub(crate) fn take_for_send(&mut self, out: &mut Vec<Chunk>) {
+        debug_assert!(out.is_empty());
         self.flush_tail();
         let n = self.chunks.len().min(MAX_IOVECS);
-        let out: Vec<Bytes> = self.chunks.drain(..n).collect();
-        let bytes: usize = out.iter().map(Bytes::len).sum();
+        out.extend(self.chunks.drain(..n));
+        let bytes: usize = out.iter().map(|c| c.len()).sum();
         self.queued -= bytes;
         self.in_flight += bytes;
-        out
     }
 
-    /// A send of `chunks` finished having sent `sent` bytes: what was not
-    /// sent goes back to the front, in order.
-    pub(crate) fn complete_send(&mut self, chunks: Vec<Bytes>, sent: usize) {
-        let total: usize = chunks.iter().map(Bytes::len).sum();
+    /// A send of `chunks` finished having sent `sent` bytes: the sent
+    /// ones are dropped (received buffers go back), what was not sent
+    /// goes back to the front, in order, as copies the buffer owns (a
+    /// short send means the peer is slow, and a received buffer must not
+    /// wait on it). `chunks` is left empty, its allocation kept.
+    pub(crate) fn complete_send(&mut self, chunks: &mut Vec<Chunk>, sent: usize) {
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
         self.in_flight -= total;
         let mut skip = sent.min(total);
-        let mut rest = Vec::new();
-        for mut c in chunks {
+        let mut first_unsent = chunks.len();
+        for (i, c) in chunks.iter_mut().enumerate() {
             if skip >= c.len() {
                 skip -= c.len();
                 continue;
             }
-            if skip > 0 {
-                c = c.slice(skip..);
-                skip = 0;
-            }
-            rest.push(c);
+            c.advance(skip);
+            first_unsent = i;
+            break;
         }
-        for c in rest.into_iter().rev() {
+        for c in chunks.drain(..first_unsent) {
+            if c.is_received() {
+                self.received -= 1;
+            }
+        }
+        for mut c in chunks.drain(..).rev() {
+            if c.is_received() {
+                c.detach();
+                self.received -= 1;
+            }
             self.queued += c.len();
             self.chunks.push_front(c);
         }
@@ -151,7 +192,11 @@ impl WriteBuffer {
     /// Drops everything queued (abort). Bytes in flight are still
     /// counted until their send completes.
     pub(crate) fn clear(&mut self) {
-        self.chunks.clear();
+        for c in self.chunks.drain(..) {
+            if c.is_received() {
+                self.received -= 1;
+            }
+        }
         self.tail.clear();
         self.queued = 0;
     }
@@ -182,6 +227,12 @@ mod tests {
         assert!(Limits::new(Some(10), Some(11)).is_err());
     }
 
+    fn take(b: &mut WriteBuffer) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        b.take_for_send(&mut out);
+        out
+    }
+
     #[test]
     fn partial_sends_keep_order() {
         let mut b = WriteBuffer::default();
@@ -189,19 +240,20 @@ mod tests {
         b.push_bytes(Bytes::from(vec![b'x'; 20_000]));
         b.push_slice(b"def");
         assert_eq!(b.size(), 20_006);
-        let chunks = b.take_for_send();
+        let mut chunks = take(&mut b);
         assert_eq!(chunks.len(), 3, "abc, the big chunk, def");
         assert_eq!(b.size(), 20_006);
-        b.complete_send(chunks, 5);
+        b.complete_send(&mut chunks, 5);
+        assert!(chunks.is_empty());
         assert_eq!(b.size(), 20_001);
         let mut all = Vec::new();
         while !b.is_empty() {
-            let chunks = b.take_for_send();
+            let mut chunks = take(&mut b);
             for c in &chunks {
                 all.extend_from_slice(c);
             }
-            let n: usize = chunks.iter().map(Bytes::len).sum();
-            b.complete_send(chunks, n);
+            let n: usize = chunks.iter().map(|c| c.len()).sum();
+            b.complete_send(&mut chunks, n);
         }
         assert_eq!(all.len(), 20_001);
         assert!(all[..19_998].iter().all(|&c| c == b'x'));
@@ -217,12 +269,12 @@ mod tests {
             // Large and small writes alike go through the tail.
             b.push_slice(&vec![round; 40_000]);
             b.push_slice(b"tail");
-            let chunks = b.take_for_send();
+            let mut chunks = take(&mut b);
             assert_eq!(chunks.len(), 1, "coalesced into one chunk");
             assert_eq!(chunks[0].len(), 40_004);
             assert!(chunks[0][..40_000].iter().all(|&c| c == round));
             seen.push(chunks[0].as_ptr());
-            b.complete_send(chunks, 40_004);
+            b.complete_send(&mut chunks, 40_004);
         }
         assert!(
             seen.windows(2).all(|w| w[0] == w[1]),
@@ -231,14 +283,65 @@ mod tests {
     }
 
     #[test]
+    fn received_buffers_are_sent_in_place_and_let_go() {
+        let mut b = WriteBuffer::default();
+        let rx = Rc::new(ReadBuf::Heap((0..=255u8).cycle().take(10_000).collect()));
+        b.push_slice(b"head:");
+        assert!(b.push_received(&rx, 100, 9_100));
+        b.push_slice(b":tail");
+        assert_eq!(b.size(), 9_010);
+        let mut chunks = take(&mut b);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(
+            chunks[1].as_ptr(),
+            rx[100..].as_ptr(),
+            "sent from the received buffer, not a copy"
+        );
+        // A short send: the unsent part of the received slice becomes a
+        // copy, so the buffer is no longer held.
+        b.complete_send(&mut chunks, 5 + 4_000);
+        assert_eq!(Rc::strong_count(&rx), 1);
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let mut chunks = take(&mut b);
+            for c in &chunks {
+                out.extend_from_slice(c);
+            }
+            let n: usize = chunks.iter().map(|c| c.len()).sum();
+            b.complete_send(&mut chunks, n);
+        }
+        let mut want = rx[4_100..9_100].to_vec();
+        want.extend_from_slice(b":tail");
+        assert_eq!(out, want);
+        assert_eq!(b.size(), 0);
+    }
+
+    #[test]
+    fn at_most_two_received_buffers_are_held() {
+        let mut b = WriteBuffer::default();
+        let rx = Rc::new(ReadBuf::Heap(vec![1; 4096]));
+        assert!(b.push_received(&rx, 0, 4096));
+        assert!(b.push_received(&rx, 0, 4096));
+        assert!(!b.push_received(&rx, 0, 4096), "the third is copied");
+        assert!(!b.push_received(&rx, 10, 5000), "out of range");
+        let mut chunks = take(&mut b);
+        b.complete_send(&mut chunks, 8192);
+        assert_eq!(Rc::strong_count(&rx), 1);
+        assert!(b.push_received(&rx, 0, 4096), "sent ones no longer count");
+        b.clear();
+        assert_eq!(Rc::strong_count(&rx), 1, "abort lets queued ones go");
+        assert!(b.push_received(&rx, 0, 4096));
+    }
+
+    #[test]
     fn clear_keeps_in_flight_count() {
         let mut b = WriteBuffer::default();
         b.push_slice(b"hello");
-        let chunks = b.take_for_send();
+        let mut chunks = take(&mut b);
         b.push_slice(b"world");
         b.clear();
         assert_eq!(b.size(), 5);
-        b.complete_send(chunks, 5);
+        b.complete_send(&mut chunks, 5);
         assert_eq!(b.size(), 0);
     }
 }

@@ -21,6 +21,7 @@
 //! value moves, so moving it into the slot is safe.
 
 pub(crate) mod accept;
+pub(crate) mod batch;
 pub(crate) mod connect;
 pub(crate) mod multi;
 pub(crate) mod poll;

@@ -3,60 +3,46 @@
 //! io_uring: `IORING_OP_SENDMSG` with one iovec per chunk and
 //! `MSG_NOSIGNAL` (a vanished peer is `EPIPE`, never SIGPIPE); epoll:
 //! `sendmsg(2)` with `MSG_DONTWAIT` when the socket is writable. A
-//! transport's writes queued during one iteration leave this way.
+//! transport's writes queued during one iteration leave this way, in an
+//! [`IoBatch`] the transport reuses from one send to the next.
 
 use std::io;
 use std::os::fd::RawFd;
 
-use bytes::Bytes;
 use io_uring::{opcode, squeue, types};
 use ringloop_fallback::Interest;
 
+use super::batch::IoBatch;
 use super::sys::check;
 use super::OpKind;
 use crate::driver::Completion;
 
-/// One `sendmsg(2)` of `chunks`; may send fewer bytes than given. The
-/// chunks come back with the result.
+/// One `sendmsg(2)` of a batch's chunks; may send fewer bytes than
+/// given. The batch comes back with the result, for reuse.
 pub(crate) struct SendMsg {
     fd: RawFd,
-    chunks: Vec<Bytes>,
-    /// Points into `chunks`' heap memory (which does not move when the
-    /// `Vec` does).
-    iovecs: Vec<libc::iovec>,
-    /// Boxed: the kernel reads it at its address while the SQE is in
-    /// flight.
-    msg: Box<libc::msghdr>,
+    /// Boxed: the kernel reads its header and iovecs at their addresses
+    /// while the SQE is in flight.
+    batch: Box<IoBatch>,
 }
 
 impl SendMsg {
-    pub(crate) fn new(fd: RawFd, chunks: Vec<Bytes>) -> SendMsg {
-        let mut iovecs: Vec<libc::iovec> = chunks
-            .iter()
-            .map(|c| libc::iovec {
-                iov_base: c.as_ptr() as *mut libc::c_void,
-                iov_len: c.len(),
-            })
-            .collect();
-        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        msg.msg_iov = iovecs.as_mut_ptr();
-        msg.msg_iovlen = iovecs.len() as _;
-        SendMsg {
-            fd,
-            chunks,
-            iovecs,
-            msg,
-        }
+    pub(crate) fn new(fd: RawFd, mut batch: Box<IoBatch>) -> SendMsg {
+        batch.prepare();
+        SendMsg { fd, batch }
+    }
+
+    /// The batch back, for an operation that was never submitted.
+    pub(crate) fn into_batch(self) -> Box<IoBatch> {
+        self.batch
     }
 }
 
 impl OpKind for SendMsg {
-    type Output = (io::Result<usize>, Vec<Bytes>);
+    type Output = (io::Result<usize>, Box<IoBatch>);
 
     fn sqe(&mut self) -> squeue::Entry {
-        debug_assert_eq!(self.msg.msg_iov, self.iovecs.as_mut_ptr());
-        opcode::SendMsg::new(types::Fd(self.fd), &*self.msg)
+        opcode::SendMsg::new(types::Fd(self.fd), self.batch.msg())
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
     }
@@ -66,14 +52,18 @@ impl OpKind for SendMsg {
     }
 
     fn attempt(&mut self) -> io::Result<u32> {
-        // SAFETY: the header points at our iovecs, which point into the
-        // chunks we own; the kernel only reads them.
+        // SAFETY: the header points at the batch's iovecs, which point
+        // into the chunks it owns; the kernel only reads them.
         check(unsafe {
-            libc::sendmsg(self.fd, &*self.msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            libc::sendmsg(
+                self.fd,
+                self.batch.msg(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
         })
     }
 
-    fn complete(self, c: Completion) -> (io::Result<usize>, Vec<Bytes>) {
-        (c.result().map(|n| n as usize), self.chunks)
+    fn complete(self, c: Completion) -> (io::Result<usize>, Box<IoBatch>) {
+        (c.result().map(|n| n as usize), self.batch)
     }
 }

@@ -15,55 +15,43 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use bytes::Bytes;
 use io_uring::{opcode, squeue, types};
 use ringloop_fallback::Interest;
 
+use super::batch::IoBatch;
 use super::sys::check;
 use super::OpKind;
 use crate::driver::Completion;
 
-/// One `writev(2)` of `chunks`; may write fewer bytes than given. The
-/// chunks come back with the result.
+/// One `writev(2)` of a batch's chunks; may write fewer bytes than
+/// given. The batch comes back with the result, for reuse.
 pub(crate) struct WriteV {
     fd: RawFd,
-    chunks: Vec<Bytes>,
-    /// Points into `chunks`' heap memory (which does not move when the
-    /// `Vec` does); itself on the heap, read by the kernel while the SQE
-    /// is in flight.
-    iovecs: Vec<libc::iovec>,
+    /// Boxed: the kernel reads its iovecs while the SQE is in flight.
+    batch: Box<IoBatch>,
 }
 
 impl WriteV {
     /// At most `IOV_MAX` chunks (the write buffer hands out no more).
-    pub(crate) fn new(fd: RawFd, chunks: Vec<Bytes>) -> WriteV {
-        let iovecs = chunks
-            .iter()
-            .map(|c| libc::iovec {
-                iov_base: c.as_ptr() as *mut libc::c_void,
-                iov_len: c.len(),
-            })
-            .collect();
-        WriteV { fd, chunks, iovecs }
+    pub(crate) fn new(fd: RawFd, mut batch: Box<IoBatch>) -> WriteV {
+        batch.prepare();
+        WriteV { fd, batch }
     }
 
-    /// The chunks back, for an operation that was never submitted.
-    pub(crate) fn into_chunks(self) -> Vec<Bytes> {
-        self.chunks
+    /// The batch back, for an operation that was never submitted.
+    pub(crate) fn into_batch(self) -> Box<IoBatch> {
+        self.batch
     }
 }
 
 impl OpKind for WriteV {
-    type Output = (io::Result<usize>, Vec<Bytes>);
+    type Output = (io::Result<usize>, Box<IoBatch>);
 
     fn sqe(&mut self) -> squeue::Entry {
-        opcode::Writev::new(
-            types::Fd(self.fd),
-            self.iovecs.as_ptr(),
-            self.iovecs.len() as u32,
-        )
-        .offset(u64::MAX)
-        .build()
+        let iovecs = self.batch.iovecs();
+        opcode::Writev::new(types::Fd(self.fd), iovecs.as_ptr(), iovecs.len() as u32)
+            .offset(u64::MAX)
+            .build()
     }
 
     fn readiness(&self) -> (RawFd, Interest) {
@@ -71,12 +59,13 @@ impl OpKind for WriteV {
     }
 
     fn attempt(&mut self) -> io::Result<u32> {
-        // SAFETY: the iovecs point into the chunks we own; the kernel only
-        // reads them.
-        check(unsafe { libc::writev(self.fd, self.iovecs.as_ptr(), self.iovecs.len() as i32) })
+        let iovecs = self.batch.iovecs();
+        // SAFETY: the iovecs point into the chunks the batch owns; the
+        // kernel only reads them.
+        check(unsafe { libc::writev(self.fd, iovecs.as_ptr(), iovecs.len() as i32) })
     }
 
-    fn complete(self, c: Completion) -> (io::Result<usize>, Vec<Bytes>) {
-        (c.result().map(|n| n as usize), self.chunks)
+    fn complete(self, c: Completion) -> (io::Result<usize>, Box<IoBatch>) {
+        (c.result().map(|n| n as usize), self.batch)
     }
 }
