@@ -38,12 +38,12 @@
 //! already (its previous owner closed it without deregistering) also
 //! starts afresh.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use crate::int_hash::IntMap;
 use crate::reactor::{Event, Interest, Reactor};
 
 /// Token of the wake-up eventfd's registration.
@@ -137,9 +137,9 @@ impl FdState {
 pub struct Engine {
     reactor: Reactor,
     /// Waiters and registration of each descriptor the engine knows.
-    fds: HashMap<RawFd, FdState>,
+    fds: IntMap<RawFd, FdState>,
     /// Waiting key → its descriptor.
-    keys: HashMap<u64, RawFd>,
+    keys: IntMap<u64, RawFd>,
     /// Wakers of waiters parked on readiness already known: handed out by
     /// the next [`wait`](Self::wait), which then does not block.
     ready: Vec<Waker>,
@@ -162,8 +162,8 @@ impl Engine {
     pub fn new() -> io::Result<Engine> {
         Ok(Engine {
             reactor: Reactor::new()?,
-            fds: HashMap::new(),
-            keys: HashMap::new(),
+            fds: IntMap::default(),
+            keys: IntMap::default(),
             ready: Vec::new(),
             events: Vec::new(),
             wake_fd: None,
