@@ -116,7 +116,8 @@ impl Readiness {
     }
 }
 
-/// Everything the engine holds for one descriptor.
+/// Everything the engine holds for one descriptor (all empty for a
+/// descriptor it does not know).
 #[derive(Default)]
 struct FdState {
     /// Who waits on it (usually one or two operations).
@@ -126,6 +127,11 @@ struct FdState {
 }
 
 impl FdState {
+    /// Neither waited on nor registered.
+    fn is_unknown(&self) -> bool {
+        self.waiters.is_empty() && self.reg.is_none()
+    }
+
     fn union(&self) -> Interest {
         self.waiters
             .iter()
@@ -133,11 +139,28 @@ impl FdState {
     }
 }
 
+/// The entry of `fd` in `fds`, if it has one.
+fn slot_mut(fds: &mut [FdState], fd: RawFd) -> Option<&mut FdState> {
+    usize::try_from(fd).ok().and_then(|i| fds.get_mut(i))
+}
+
+/// The entry of `fd` in `fds`, created if needed; `EBADF` for a negative
+/// number.
+fn entry(fds: &mut Vec<FdState>, fd: RawFd) -> io::Result<&mut FdState> {
+    let i = usize::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    if i >= fds.len() {
+        fds.resize_with(i + 1, FdState::default);
+    }
+    Ok(&mut fds[i])
+}
+
 /// Readiness engine over a [`Reactor`].
 pub struct Engine {
     reactor: Reactor,
-    /// Waiters and registration of each descriptor the engine knows.
-    fds: IntMap<RawFd, FdState>,
+    /// Waiters and registration per descriptor, indexed by its number
+    /// (descriptors are small integers: a lookup is an index, not a
+    /// hash).
+    fds: Vec<FdState>,
     /// Waiting key → its descriptor.
     keys: IntMap<u64, RawFd>,
     /// Wakers of waiters parked on readiness already known: handed out by
@@ -162,7 +185,7 @@ impl Engine {
     pub fn new() -> io::Result<Engine> {
         Ok(Engine {
             reactor: Reactor::new()?,
-            fds: IntMap::default(),
+            fds: Vec::new(),
             keys: IntMap::default(),
             ready: Vec::new(),
             events: Vec::new(),
@@ -173,6 +196,10 @@ impl Engine {
     /// The reactor underneath.
     pub fn reactor(&self) -> &Reactor {
         &self.reactor
+    }
+
+    fn state(&self, fd: RawFd) -> Option<&FdState> {
+        usize::try_from(fd).ok().and_then(|i| self.fds.get(i))
     }
 
     /// Watches `fd`, an eventfd (see [`crate::eventfd`]), so that writing
@@ -202,7 +229,9 @@ impl Engine {
     /// closing `fd`. Registering a number registered already starts it
     /// afresh. No system call is made here.
     pub fn register(&mut self, fd: RawFd, stream: bool) {
-        let state = self.fds.entry(fd).or_default();
+        let Ok(state) = entry(&mut self.fds, fd) else {
+            return; // a negative number: nothing can wait on it
+        };
         state.reg = Some(Readiness::new(stream));
         if !state.waiters.is_empty() {
             // Waiters armed one-shot before: switch to the edge-triggered
@@ -220,7 +249,7 @@ impl Engine {
     /// number may belong to another file). Operations still waiting on
     /// `fd` stay parked, watched one-shot like an unregistered descriptor.
     pub fn deregister(&mut self, fd: RawFd) {
-        let Some(state) = self.fds.get_mut(&fd) else {
+        let Some(state) = slot_mut(&mut self.fds, fd) else {
             return;
         };
         let Some(reg) = state.reg.take() else {
@@ -229,9 +258,7 @@ impl Engine {
         if reg.added {
             self.reactor.remove(fd);
         }
-        if state.waiters.is_empty() {
-            self.fds.remove(&fd);
-        } else {
+        if !state.waiters.is_empty() {
             let union = state.union();
             if self.reactor.arm(fd, fd as u64, union).is_err() {
                 self.wake_all(fd);
@@ -241,7 +268,7 @@ impl Engine {
 
     /// True if `fd` is registered.
     pub fn is_registered(&self, fd: RawFd) -> bool {
-        self.fds.get(&fd).is_some_and(|s| s.reg.is_some())
+        self.state(fd).is_some_and(|s| s.reg.is_some())
     }
 
     /// A receive on `fd` returned less than it asked for. On a registered
@@ -250,7 +277,7 @@ impl Engine {
     /// and once the peer has shut down or the descriptor failed (no edge
     /// would come to report the end of file again).
     pub fn note_drained(&mut self, fd: RawFd) {
-        if let Some(reg) = self.fds.get_mut(&fd).and_then(|s| s.reg.as_mut()) {
+        if let Some(reg) = slot_mut(&mut self.fds, fd).and_then(|s| s.reg.as_mut()) {
             if reg.stream && !reg.read_closed && !reg.failed {
                 reg.readable = false;
             }
@@ -273,7 +300,7 @@ impl Engine {
         waker: &Waker,
         attempt: &mut impl FnMut() -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
-        let known = self.fds.get(&fd).and_then(|s| s.reg);
+        let known = self.state(fd).and_then(|s| s.reg);
         if known.is_some_and(|r| !r.may_proceed(interest)) {
             return match self.park(key, fd, interest, waker) {
                 Ok(()) => Poll::Pending,
@@ -282,7 +309,7 @@ impl Engine {
         }
         match retry_interrupted(&mut *attempt) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Some(reg) = self.fds.get_mut(&fd).and_then(|s| s.reg.as_mut()) {
+                if let Some(reg) = slot_mut(&mut self.fds, fd).and_then(|s| s.reg.as_mut()) {
                     reg.clear(interest);
                 }
                 match self.park(key, fd, interest, waker) {
@@ -310,12 +337,32 @@ impl Engine {
         interest: Interest,
         waker: &Waker,
     ) -> io::Result<()> {
+        if let Some(state) = slot_mut(&mut self.fds, fd) {
+            // Parked already on this registered descriptor, which is not
+            // ready: only the waker may need updating (an operation
+            // polled again before its descriptor changed).
+            if let Some(reg) = state.reg {
+                if reg.added && (interest.is_empty() || !reg.may_proceed(interest)) {
+                    if let Some(w) = state.waiters.iter_mut().find(|w| w.key == key) {
+                        w.interest = interest;
+                        if !w.waker.will_wake(waker) {
+                            w.waker = waker.clone();
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if fd < 0 {
+            self.cancel(key);
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
         if let Some(old_fd) = self.keys.insert(key, fd) {
             if old_fd != fd {
                 self.remove_waiter(old_fd, key);
             }
         }
-        let state = self.fds.entry(fd).or_default();
+        let state = entry(&mut self.fds, fd)?;
         if let Some(reg) = state.reg.as_mut() {
             if !reg.added {
                 if let Err(e) = self.reactor.add_edge(fd, fd as u64) {
@@ -356,23 +403,17 @@ impl Engine {
     }
 
     fn remove_waiter(&mut self, fd: RawFd, key: u64) {
-        if let Some(state) = self.fds.get_mut(&fd) {
+        if let Some(state) = slot_mut(&mut self.fds, fd) {
             state.waiters.retain(|w| w.key != key);
-            if state.waiters.is_empty() && state.reg.is_none() {
-                self.fds.remove(&fd);
-            }
         }
     }
 
     /// Hands every waiter of `fd` to the next wait.
     fn wake_all(&mut self, fd: RawFd) {
-        if let Some(state) = self.fds.get_mut(&fd) {
+        if let Some(state) = slot_mut(&mut self.fds, fd) {
             for w in state.waiters.drain(..) {
                 self.keys.remove(&w.key);
                 self.ready.push(w.waker);
-            }
-            if state.reg.is_none() {
-                self.fds.remove(&fd);
             }
         }
     }
@@ -386,13 +427,12 @@ impl Engine {
 
     /// True if some operation waits on `fd`.
     pub fn has_waiters(&self, fd: RawFd) -> bool {
-        self.fds.get(&fd).is_some_and(|s| !s.waiters.is_empty())
+        self.state(fd).is_some_and(|s| !s.waiters.is_empty())
     }
 
     /// The keys of the operations waiting on `fd`.
     pub fn waiter_keys(&self, fd: RawFd) -> impl Iterator<Item = u64> + '_ {
-        self.fds
-            .get(&fd)
+        self.state(fd)
             .into_iter()
             .flat_map(|s| s.waiters.iter())
             .map(|w| w.key)
@@ -425,9 +465,12 @@ impl Engine {
                 continue;
             }
             let fd = ev.token as RawFd;
-            let Some(state) = self.fds.get_mut(&fd) else {
+            let Some(state) = slot_mut(&mut self.fds, fd) else {
                 continue; // nobody waits any more
             };
+            if state.is_unknown() {
+                continue;
+            }
             if let Some(reg) = state.reg.as_mut() {
                 reg.record(&ev);
             }
@@ -449,14 +492,12 @@ impl Engine {
                 // Edge-triggered: stays registered, nothing to re-arm.
                 continue;
             }
-            if state.waiters.is_empty() {
-                self.fds.remove(&fd);
-            } else {
+            if !state.waiters.is_empty() {
                 let union = state.union();
                 if self.reactor.arm(fd, fd as u64, union).is_err() {
                     // The descriptor went away: wake everyone; each will
                     // see the error when it tries again.
-                    for w in self.fds.remove(&fd).unwrap_or_default().waiters {
+                    for w in state.waiters.drain(..) {
                         self.keys.remove(&w.key);
                         wakers.push(w.waker);
                     }
