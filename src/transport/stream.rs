@@ -709,73 +709,76 @@ impl StreamInner {
     /// Completes and starts sends; true if anything happened.
     fn drive_write(self: &Rc<Self>, cx: &mut Context<'_>) -> bool {
         let mut progressed = false;
-        let polled = {
-            let mut send = self.send.borrow_mut();
-            match send.as_mut() {
-                Some(op) => match Pin::new(op).poll(cx) {
-                    Poll::Ready(r) => {
-                        *send = None;
-                        Some(r)
+        // A send just started is polled once at once: on epoll that is
+        // its system call (so the round trip needs no further pump
+        // round), on io_uring a look at its slot.
+        for _ in 0..2 {
+            let polled = {
+                let mut send = self.send.borrow_mut();
+                match send.as_mut() {
+                    Some(op) => match Pin::new(op).poll(cx) {
+                        Poll::Ready(r) => {
+                            *send = None;
+                            Some(r)
+                        }
+                        Poll::Pending => return progressed,
+                    },
+                    None => None,
+                }
+            };
+            if let Some((result, mut batch)) = polled {
+                progressed = true;
+                let sent = *result.as_ref().unwrap_or(&0);
+                self.state
+                    .borrow_mut()
+                    .buf
+                    .complete_send(&mut batch.chunks, sent);
+                *self.batch.borrow_mut() = Some(batch);
+                match result {
+                    Ok(_) => self.wake_space_waiters(),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        self.fatal_error(e, "Fatal write error on socket transport", None);
+                        return true;
                     }
-                    Poll::Pending => return false,
-                },
-                None => None,
+                }
+                self.maybe_resume_protocol();
+                if self.finished.get() {
+                    return true;
+                }
             }
-        };
-        if let Some((result, mut batch)) = polled {
+            let batch = {
+                let mut st = self.state.borrow_mut();
+                if st.buf.is_empty() {
+                    None
+                } else {
+                    let mut batch = self.batch.borrow_mut().take().unwrap_or_else(IoBatch::new);
+                    st.buf.take_for_send(&mut batch.chunks);
+                    Some(batch)
+                }
+            };
+            let Some(batch) = batch else {
+                if self.state.borrow().buf.size() == 0 {
+                    self.buffer_drained();
+                }
+                return progressed;
+            };
             progressed = true;
-            let sent = *result.as_ref().unwrap_or(&0);
-            self.state
-                .borrow_mut()
-                .buf
-                .complete_send(&mut batch.chunks, sent);
-            *self.batch.borrow_mut() = Some(batch);
-            match result {
-                Ok(_) => self.wake_space_waiters(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => {
+            let op = SendMsg::new(self.raw_fd, batch);
+            match Op::try_submit(&self.driver, op) {
+                Ok(op) => *self.send.borrow_mut() = Some(op),
+                Err((e, op)) => {
+                    let mut batch = op.into_batch();
+                    let mut st = self.state.borrow_mut();
+                    st.buf.complete_send(&mut batch.chunks, 0);
+                    drop(st);
+                    *self.batch.borrow_mut() = Some(batch);
                     self.fatal_error(e, "Fatal write error on socket transport", None);
                     return true;
                 }
             }
-            self.maybe_resume_protocol();
-            if self.finished.get() {
-                return true;
-            }
         }
-        let batch = {
-            let mut st = self.state.borrow_mut();
-            if st.buf.is_empty() {
-                None
-            } else {
-                let mut batch = self.batch.borrow_mut().take().unwrap_or_else(IoBatch::new);
-                st.buf.take_for_send(&mut batch.chunks);
-                Some(batch)
-            }
-        };
-        match batch {
-            Some(batch) => {
-                let op = SendMsg::new(self.raw_fd, batch);
-                match Op::try_submit(&self.driver, op) {
-                    Ok(op) => *self.send.borrow_mut() = Some(op),
-                    Err((e, op)) => {
-                        let mut batch = op.into_batch();
-                        let mut st = self.state.borrow_mut();
-                        st.buf.complete_send(&mut batch.chunks, 0);
-                        drop(st);
-                        *self.batch.borrow_mut() = Some(batch);
-                        self.fatal_error(e, "Fatal write error on socket transport", None);
-                    }
-                }
-                true
-            }
-            None => {
-                if self.state.borrow().buf.size() == 0 {
-                    self.buffer_drained();
-                }
-                progressed
-            }
-        }
+        progressed
     }
 
     /// Nothing left to send: finish a close, send a pending EOF, wake
