@@ -105,6 +105,9 @@ pub(crate) struct LoopInner {
     pub(crate) watchers: RefCell<crate::watch::Watchers>,
     /// `add_signal_handler` registrations.
     pub(crate) signals: RefCell<crate::signal::Signals>,
+    /// Transports written to outside their pump, sent at the end of the
+    /// iteration (see `flush.rs`).
+    pub(crate) flush: crate::flush::FlushQueue,
 }
 
 impl LoopInner {
@@ -148,6 +151,7 @@ impl LoopInner {
         crate::signal::remove_all(self);
         let ready = std::mem::take(&mut *self.ready.borrow_mut());
         drop(ready);
+        self.flush.clear();
         let timers = self.timers.borrow_mut().clear();
         drop(timers);
         // Tasks' futures may own operations; dropping them cancels those.
@@ -266,6 +270,7 @@ impl EventLoop {
                 backend_reason,
                 watchers: RefCell::new(std::collections::HashMap::new()),
                 signals: RefCell::default(),
+                flush: crate::flush::FlushQueue::default(),
             }),
         }
     }
@@ -441,6 +446,9 @@ impl EventLoop {
             }
             self.run_callback(&*cb);
         }
+        // What the callbacks wrote leaves in the next submission, not an
+        // iteration later.
+        inner.flush.run();
         Ok(())
     }
 

@@ -40,6 +40,7 @@ mod error;
 mod event_loop;
 mod exception;
 mod executor;
+mod flush;
 mod future;
 mod handle;
 pub mod net;

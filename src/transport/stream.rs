@@ -96,6 +96,11 @@ pub(crate) struct StreamInner {
     pump_waker: RefCell<Option<Waker>>,
     /// The pump is running: a `write` need not wake it.
     in_pump: Cell<bool>,
+    /// Queued on the loop's flush queue (see `flush.rs`).
+    flush_queued: Cell<bool>,
+    /// `send` was submitted and not polled yet (on epoll, not even
+    /// attempted): someone must poll it.
+    send_unpolled: Cell<bool>,
     /// `connection_lost` ran (or the loop closed): the pump ends.
     finished: Cell<bool>,
     /// Woken when the write buffer shrinks to the low-water mark or
@@ -181,6 +186,8 @@ impl StreamInner {
             delivering: RefCell::new(None),
             pump_waker: RefCell::new(None),
             in_pump: Cell::new(false),
+            flush_queued: Cell::new(false),
+            send_unpolled: Cell::new(false),
             finished: Cell::new(false),
             empty_waiters: RefCell::new(Vec::new()),
             detach: RefCell::new(detach),
@@ -304,11 +311,27 @@ impl StreamInner {
             }
             push(&mut st.buf);
         }
-        if self.send.borrow().is_none() {
-            self.wake_pump();
-        }
+        self.request_send();
         self.maybe_pause_protocol();
         Ok(())
+    }
+
+    /// Bytes were queued: a pump run sends them before it returns; from
+    /// anywhere else the transport goes on the loop's flush queue, so
+    /// that they leave at the end of this iteration rather than the next.
+    fn request_send(self: &Rc<Self>) {
+        if self.in_pump.get() || self.flush_queued.get() || self.send.borrow().is_some() {
+            return;
+        }
+        let has_waker = self.pump_waker.borrow().is_some();
+        match self.lp.upgrade() {
+            // Before its first run the pump is scheduled anyway.
+            Some(lp) if has_waker => {
+                self.flush_queued.set(true);
+                lp.flush.push(self.clone());
+            }
+            _ => self.wake_pump(),
+        }
     }
 
     pub(crate) fn maybe_pause_protocol(self: &Rc<Self>) {
@@ -715,6 +738,7 @@ impl StreamInner {
         for _ in 0..2 {
             let polled = {
                 let mut send = self.send.borrow_mut();
+                self.send_unpolled.set(false);
                 match send.as_mut() {
                     Some(op) => match Pin::new(op).poll(cx) {
                         Poll::Ready(r) => {
@@ -766,7 +790,10 @@ impl StreamInner {
             progressed = true;
             let op = SendMsg::new(self.raw_fd, batch);
             match Op::try_submit(&self.driver, op) {
-                Ok(op) => *self.send.borrow_mut() = Some(op),
+                Ok(op) => {
+                    *self.send.borrow_mut() = Some(op);
+                    self.send_unpolled.set(true);
+                }
                 Err((e, op)) => {
                     let mut batch = op.into_batch();
                     let mut st = self.state.borrow_mut();
@@ -859,6 +886,33 @@ impl StreamInner {
             st.read_paused = false;
         }
         self.wake_pump();
+    }
+}
+
+impl crate::flush::Flush for StreamInner {
+    /// The write half of a pump run, with the pump's waker (the send's
+    /// completion wakes the pump as usual).
+    fn flush(self: Rc<Self>) {
+        self.flush_queued.set(false);
+        if self.finished.get() || self.in_pump.get() {
+            return;
+        }
+        let Some(waker) = self.pump_waker.borrow().clone() else {
+            return;
+        };
+        let mut cx = Context::from_waker(&waker);
+        self.in_pump.set(true);
+        self.drive_write(&mut cx);
+        self.in_pump.set(false);
+        // Not done in the rounds one call makes (epoll: sends that
+        // finished at once, a last one not yet attempted): the pump
+        // carries on.
+        if !self.finished.get()
+            && (self.send_unpolled.get()
+                || (self.send.borrow().is_none() && !self.state.borrow().buf.is_empty()))
+        {
+            self.wake_pump();
+        }
     }
 }
 
