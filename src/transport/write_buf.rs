@@ -233,6 +233,20 @@ mod tests {
         out
     }
 
+    /// Sends everything queued, each send taken whole; the bytes sent.
+    fn send_all(b: &mut WriteBuffer) -> Vec<u8> {
+        let mut sent = Vec::new();
+        while !b.is_empty() {
+            let mut chunks = take(b);
+            for c in &chunks {
+                sent.extend_from_slice(c);
+            }
+            let n: usize = chunks.iter().map(|c| c.len()).sum();
+            b.complete_send(&mut chunks, n);
+        }
+        sent
+    }
+
     #[test]
     fn partial_sends_keep_order() {
         let mut b = WriteBuffer::default();
@@ -246,15 +260,7 @@ mod tests {
         b.complete_send(&mut chunks, 5);
         assert!(chunks.is_empty());
         assert_eq!(b.size(), 20_001);
-        let mut all = Vec::new();
-        while !b.is_empty() {
-            let mut chunks = take(&mut b);
-            for c in &chunks {
-                all.extend_from_slice(c);
-            }
-            let n: usize = chunks.iter().map(|c| c.len()).sum();
-            b.complete_send(&mut chunks, n);
-        }
+        let all = send_all(&mut b);
         assert_eq!(all.len(), 20_001);
         assert!(all[..19_998].iter().all(|&c| c == b'x'));
         assert_eq!(&all[19_998..], b"def");
@@ -301,15 +307,7 @@ mod tests {
         // copy, so the buffer is no longer held.
         b.complete_send(&mut chunks, 5 + 4_000);
         assert_eq!(Rc::strong_count(&rx), 1);
-        let mut out = Vec::new();
-        while !b.is_empty() {
-            let mut chunks = take(&mut b);
-            for c in &chunks {
-                out.extend_from_slice(c);
-            }
-            let n: usize = chunks.iter().map(|c| c.len()).sum();
-            b.complete_send(&mut chunks, n);
-        }
+        let out = send_all(&mut b);
         let mut want = rx[4_100..9_100].to_vec();
         want.extend_from_slice(b":tail");
         assert_eq!(out, want);
