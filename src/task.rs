@@ -189,7 +189,9 @@ impl Callback for TaskCore {
         let Some(lp) = self.lp.upgrade() else {
             return;
         };
-        if self.completer.is_done() && self.future.borrow().is_none() {
+        // The future first: it is in this struct (in cache), the
+        // completer is another allocation, only looked at once it is gone.
+        if self.future.borrow().is_none() && self.completer.is_done() {
             return;
         }
         if self.cancel_requested.get() {

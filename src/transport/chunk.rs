@@ -1,7 +1,10 @@
 //! One piece of a write buffer: bytes a send hands to the kernel.
 //!
-//! Most chunks own their bytes ([`Bytes`]: copies of `write` slices, or
-//! what `write_bytes` was given). A protocol that writes back (part of)
+//! Most chunks own their bytes: the write buffer's tail, into which
+//! `write` slices are copied ([`Chunk::Tail`], a `BytesMut` that comes
+//! back to the buffer once sent, so no reference count is touched and
+//! nothing is allocated per send), or what `write_bytes` was given
+//! ([`Chunk::Bytes`]). A protocol that writes back (part of)
 //! the data it is being handed in `data_received` (an echo, a proxy
 //! relaying whole reads) gets a [`Chunk::Received`] instead: the slice of
 //! the received buffer itself, sent without copying. The buffer (a
@@ -11,13 +14,16 @@
 use std::ops::Deref;
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::read::ReadBuf;
 
 /// Bytes queued for sending, oldest first in the write buffer.
 pub(crate) enum Chunk {
-    /// Bytes the buffer owns.
+    /// The write buffer's tail (copies of `write` slices), owned
+    /// outright.
+    Tail(BytesMut),
+    /// Bytes given to `write_bytes`.
     Bytes(Bytes),
     /// `buf[start..end]`, a slice of a received buffer.
     Received {
@@ -31,6 +37,7 @@ impl Deref for Chunk {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
+            Chunk::Tail(t) => t,
             Chunk::Bytes(b) => b,
             Chunk::Received { buf, start, end } => &buf[*start..*end],
         }
@@ -47,6 +54,7 @@ impl Chunk {
     /// Drops the first `n` bytes (`n <= len`), after a short send.
     pub(crate) fn advance(&mut self, n: usize) {
         match self {
+            Chunk::Tail(t) => t.advance(n),
             Chunk::Bytes(b) => *b = b.slice(n..),
             Chunk::Received { start, .. } => *start += n,
         }

@@ -68,9 +68,11 @@ impl Limits {
 #[derive(Default)]
 pub(crate) struct WriteBuffer {
     chunks: VecDeque<Chunk>,
-    /// Small writes accumulate here; it becomes a chunk when a send
-    /// starts.
+    /// Writes are copied here; it becomes a chunk when a send starts.
     tail: BytesMut,
+    /// An emptied tail allocation a completed send gave back while the
+    /// tail was in use; it becomes the tail at the next send.
+    spare: BytesMut,
     /// Bytes queued here, not counting those in flight.
     queued: usize,
     /// Bytes handed to a send that has not completed.
@@ -90,14 +92,15 @@ impl WriteBuffer {
         self.queued == 0
     }
 
-    /// Appends a copy of `data`, at the end of the tail chunk whatever its
-    /// size: the copy is needed anyway (the caller keeps its slice), and
-    /// once the chunks split off the tail are sent, `BytesMut::reserve`
-    /// takes the same allocation back. A fresh allocation per large write
-    /// made the allocator trim and fault pages back in (a quarter of the
-    /// server's time in a pipelined echo). The tail grows only as far as
-    /// the writes need (a connection that wrote a 64-byte greeting keeps
-    /// 64 bytes, one that wrote 64 KiB bursts keeps 64 KiB).
+    /// Appends a copy of `data`, at the end of the tail whatever its
+    /// size: the copy is needed anyway (the caller keeps its slice). The
+    /// tail is sent as it is ([`Chunk::Tail`]) and its allocation comes
+    /// back once sent (see [`complete_send`](Self::complete_send)), so
+    /// an echo allocates nothing per write: a fresh allocation per large
+    /// write made the allocator trim and fault pages back in (a quarter
+    /// of the server's time in a pipelined echo). The tail grows only as
+    /// far as the writes need (a connection that wrote a 64-byte greeting
+    /// keeps 64 bytes, one that wrote 64 KiB bursts keeps 64 KiB).
     pub(crate) fn push_slice(&mut self, data: &[u8]) {
         self.tail.reserve(data.len());
         self.tail.extend_from_slice(data);
@@ -139,14 +142,44 @@ impl WriteBuffer {
 
     fn flush_tail(&mut self) {
         if !self.tail.is_empty() {
-            let chunk = self.tail.split().freeze();
-            self.chunks.push_back(Chunk::Bytes(chunk));
+            let tail = self.take_tail();
+            self.chunks.push_back(Chunk::Tail(tail));
+        }
+    }
+
+    /// The tail, replaced by the spare allocation.
+    fn take_tail(&mut self) -> BytesMut {
+        let next = std::mem::take(&mut self.spare);
+        std::mem::replace(&mut self.tail, next)
+    }
+
+    /// A sent tail chunk's allocation, back for reuse: as the tail if
+    /// nothing was written meanwhile, else as the spare. The smaller of
+    /// two allocations is let go.
+    fn reuse_tail(&mut self, mut t: BytesMut) {
+        t.clear();
+        if self.tail.is_empty() && self.tail.capacity() < t.capacity() {
+            std::mem::swap(&mut self.tail, &mut t);
+        }
+        if self.spare.capacity() < t.capacity() {
+            self.spare = t;
         }
     }
 
     /// Moves up to [`MAX_IOVECS`] chunks into `out` (empty) for one send.
     pub(crate) fn take_for_send(&mut self, out: &mut Vec<Chunk>) {
         debug_assert!(out.is_empty());
+        if self.chunks.is_empty() {
+            // Only the tail (the usual case): straight into the send,
+            // without touching the queue's memory.
+            if !self.tail.is_empty() {
+                let tail = self.take_tail();
+                self.queued -= tail.len();
+                self.in_flight += tail.len();
+                out.push(Chunk::Tail(tail));
+            }
+            return;
+        }
         self.flush_tail();
         let n = self.chunks.len().min(MAX_IOVECS);
         out.extend(self.chunks.drain(..n));
@@ -175,8 +208,10 @@ impl WriteBuffer {
             break;
         }
         for c in chunks.drain(..first_unsent) {
-            if c.is_received() {
-                self.received -= 1;
+            match c {
+                Chunk::Tail(t) => self.reuse_tail(t),
+                Chunk::Received { .. } => self.received -= 1,
+                Chunk::Bytes(_) => {}
             }
         }
         for mut c in chunks.drain(..).rev() {
@@ -286,6 +321,32 @@ mod tests {
             seen.windows(2).all(|w| w[0] == w[1]),
             "a new allocation per burst: {seen:?}"
         );
+    }
+
+    #[test]
+    fn with_a_send_in_flight_two_tail_allocations_take_turns() {
+        let mut b = WriteBuffer::default();
+        let mut in_flight = take_after(&mut b, 1_000, 0);
+        let mut seen = std::collections::HashSet::new();
+        for round in 1..20u8 {
+            // The next burst is written while the previous one is in
+            // flight, then the previous one completes.
+            let next = take_after(&mut b, 1_000, round);
+            b.complete_send(&mut in_flight, 1_000);
+            in_flight = next;
+            seen.insert(in_flight[0].as_ptr());
+        }
+        assert!(seen.len() <= 2, "{} allocations", seen.len());
+        b.complete_send(&mut in_flight, 1_000);
+        assert_eq!(b.size(), 0);
+    }
+
+    /// Writes `n` bytes of `v` and takes them for a send.
+    fn take_after(b: &mut WriteBuffer, n: usize, v: u8) -> Vec<Chunk> {
+        b.push_slice(&vec![v; n]);
+        let chunks = take(b);
+        assert!(chunks.len() == 1 && chunks[0].iter().all(|&c| c == v));
+        chunks
     }
 
     #[test]
