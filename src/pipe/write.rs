@@ -30,7 +30,6 @@ use bytes::Bytes;
 use super::core::{Called, Core, LostHook};
 use super::fd::PipeFd;
 use super::WritePipeProtocol;
-use crate::driver::op::batch::IoBatch;
 use crate::driver::op::poll::PollOnce;
 use crate::driver::op::write::WriteV;
 use crate::driver::op::Op;
@@ -81,9 +80,6 @@ struct WriteState {
 #[derive(Default)]
 struct WriteIo {
     write: Option<Op<WriteV>>,
-    /// The chunk list and iovecs of the next write (`None` while a write
-    /// is in flight with them).
-    batch: Option<Box<IoBatch>>,
     /// Waiting for room after an `EAGAIN` (io_uring only).
     writable: Option<Op<PollOnce>>,
     /// Waiting for the reader to go away (`POLLERR`/`POLLHUP`).
@@ -280,16 +276,7 @@ impl WriteInner {
             io.writable = None;
         }
         if io.write.is_none() {
-            let batch = {
-                let mut st = self.state.borrow_mut();
-                if st.buf.is_empty() {
-                    None
-                } else {
-                    let mut batch = io.batch.take().unwrap_or_else(IoBatch::new);
-                    st.buf.take_for_send(&mut batch.chunks);
-                    Some(batch)
-                }
-            };
+            let batch = self.state.borrow_mut().buf.take_batch();
             let Some(batch) = batch else {
                 drop(io);
                 self.drained();
@@ -298,12 +285,10 @@ impl WriteInner {
             match Op::try_submit(driver, WriteV::new(fd, batch)) {
                 Ok(op) => io.write = Some(op),
                 Err((e, op)) => {
-                    let mut batch = op.into_batch();
                     self.state
                         .borrow_mut()
                         .buf
-                        .complete_send(&mut batch.chunks, 0);
-                    io.batch = Some(batch);
+                        .complete_batch(op.into_batch(), 0);
                     return Step::Lost(e);
                 }
             }
@@ -311,14 +296,13 @@ impl WriteInner {
         let Some(op) = io.write.as_mut() else {
             return Step::Idle;
         };
-        let Poll::Ready((res, mut batch)) = Pin::new(op).poll(cx) else {
+        let Poll::Ready((res, batch)) = Pin::new(op).poll(cx) else {
             return Step::Idle;
         };
         io.write = None;
         let mut st = self.state.borrow_mut();
         let sent = *res.as_ref().unwrap_or(&0);
-        st.buf.complete_send(&mut batch.chunks, sent);
-        io.batch = Some(batch);
+        st.buf.complete_batch(batch, sent);
         if let Err(e) = res {
             match e.kind() {
                 io::ErrorKind::Interrupted => {}

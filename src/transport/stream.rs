@@ -27,7 +27,6 @@ use super::chunk::offset_within;
 use super::read::{ReadBuf, ReadEvent, Reader};
 use super::write_buf::{Limits, WriteBuffer};
 use super::Transport;
-use crate::driver::op::batch::IoBatch;
 use crate::driver::op::sendmsg::SendMsg;
 use crate::driver::op::{DriverRef, Op};
 use crate::error::Error;
@@ -86,9 +85,6 @@ pub(crate) struct StreamInner {
     protocol_name: &'static str,
     reader: RefCell<Reader>,
     send: RefCell<Option<Op<SendMsg>>>,
-    /// The chunk list, iovecs and header of the next send (`None` while
-    /// a send is in flight with them).
-    batch: RefCell<Option<Box<IoBatch>>>,
     /// The received buffer `data_received` is being handed (a large one
     /// only): a `write` of a slice of it is queued without copying.
     delivering: RefCell<Option<Rc<ReadBuf>>>,
@@ -182,7 +178,6 @@ impl StreamInner {
             protocol_name: std::any::type_name::<P>(),
             reader: RefCell::new(reader),
             send: RefCell::new(None),
-            batch: RefCell::new(None),
             delivering: RefCell::new(None),
             pump_waker: RefCell::new(None),
             in_pump: Cell::new(false),
@@ -750,14 +745,10 @@ impl StreamInner {
                     None => None,
                 }
             };
-            if let Some((result, mut batch)) = polled {
+            if let Some((result, batch)) = polled {
                 progressed = true;
                 let sent = *result.as_ref().unwrap_or(&0);
-                self.state
-                    .borrow_mut()
-                    .buf
-                    .complete_send(&mut batch.chunks, sent);
-                *self.batch.borrow_mut() = Some(batch);
+                self.state.borrow_mut().buf.complete_batch(batch, sent);
                 match result {
                     Ok(_) => self.wake_space_waiters(),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -771,16 +762,7 @@ impl StreamInner {
                     return true;
                 }
             }
-            let batch = {
-                let mut st = self.state.borrow_mut();
-                if st.buf.is_empty() {
-                    None
-                } else {
-                    let mut batch = self.batch.borrow_mut().take().unwrap_or_else(IoBatch::new);
-                    st.buf.take_for_send(&mut batch.chunks);
-                    Some(batch)
-                }
-            };
+            let batch = self.state.borrow_mut().buf.take_batch();
             let Some(batch) = batch else {
                 if self.state.borrow().buf.size() == 0 {
                     self.buffer_drained();
@@ -795,11 +777,10 @@ impl StreamInner {
                     self.send_unpolled.set(true);
                 }
                 Err((e, op)) => {
-                    let mut batch = op.into_batch();
-                    let mut st = self.state.borrow_mut();
-                    st.buf.complete_send(&mut batch.chunks, 0);
-                    drop(st);
-                    *self.batch.borrow_mut() = Some(batch);
+                    self.state
+                        .borrow_mut()
+                        .buf
+                        .complete_batch(op.into_batch(), 0);
                     self.fatal_error(e, "Fatal write error on socket transport", None);
                     return true;
                 }

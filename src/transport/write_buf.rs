@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::chunk::Chunk;
 use super::read::ReadBuf;
+use crate::driver::op::batch::IoBatch;
 
 /// asyncio's default high-water mark (64 KiB).
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -79,6 +80,9 @@ pub(crate) struct WriteBuffer {
     in_flight: usize,
     /// [`Chunk::Received`] chunks queued or in flight.
     received: usize,
+    /// The send batch between sends (`None` while one is in flight, or
+    /// before the first send).
+    batch: Option<Box<IoBatch>>,
 }
 
 impl WriteBuffer {
@@ -166,8 +170,29 @@ impl WriteBuffer {
         }
     }
 
+    /// The next send's batch, filled with up to [`MAX_IOVECS`] chunks;
+    /// `None` when nothing is queued. Give it back with
+    /// [`complete_batch`](Self::complete_batch).
+    pub(crate) fn take_batch(&mut self) -> Option<Box<IoBatch>> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut batch = self.batch.take().unwrap_or_else(IoBatch::new);
+        self.take_for_send(&mut batch.chunks);
+        Some(batch)
+    }
+
+    /// A send of `batch` finished having sent `sent` bytes (0 for one
+    /// that failed or was never submitted): see
+    /// [`complete_send`](Self::complete_send). The batch is kept for the
+    /// next send.
+    pub(crate) fn complete_batch(&mut self, mut batch: Box<IoBatch>, sent: usize) {
+        self.complete_send(&mut batch.chunks, sent);
+        self.batch = Some(batch);
+    }
+
     /// Moves up to [`MAX_IOVECS`] chunks into `out` (empty) for one send.
-    pub(crate) fn take_for_send(&mut self, out: &mut Vec<Chunk>) {
+    fn take_for_send(&mut self, out: &mut Vec<Chunk>) {
         debug_assert!(out.is_empty());
         if self.chunks.is_empty() {
             // Only the tail (the usual case): straight into the send,
@@ -193,7 +218,7 @@ impl WriteBuffer {
     /// goes back to the front, in order, as copies the buffer owns (a
     /// short send means the peer is slow, and a received buffer must not
     /// wait on it). `chunks` is left empty, its allocation kept.
-    pub(crate) fn complete_send(&mut self, chunks: &mut Vec<Chunk>, sent: usize) {
+    fn complete_send(&mut self, chunks: &mut Vec<Chunk>, sent: usize) {
         let total: usize = chunks.iter().map(|c| c.len()).sum();
         self.in_flight -= total;
         let mut skip = sent.min(total);

@@ -1,7 +1,8 @@
 //! The chunks of one gathered send or write, with the `iovec` array and
 //! `msghdr` that describe them to the kernel.
 //!
-//! A transport keeps one [`IoBatch`] and hands it to each send in turn,
+//! A transport's write buffer keeps one [`IoBatch`] and hands it to each
+//! send in turn,
 //! so a send allocates nothing once the vectors have grown to the
 //! connection's usual batch (a fresh chunk list, iovec array and header
 //! per send were three allocations per round trip).
