@@ -2,10 +2,9 @@
 //! `msghdr` that describe them to the kernel.
 //!
 //! A transport's write buffer keeps one [`IoBatch`] and hands it to each
-//! send in turn,
-//! so a send allocates nothing once the vectors have grown to the
-//! connection's usual batch (a fresh chunk list, iovec array and header
-//! per send were three allocations per round trip).
+//! send in turn, so a send allocates nothing once the vectors have grown
+//! to the connection's usual batch (a fresh chunk list, iovec array and
+//! header per send were three allocations per round trip).
 
 use crate::transport::chunk::Chunk;
 
