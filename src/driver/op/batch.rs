@@ -5,20 +5,27 @@
 //! send in turn, so a send allocates nothing once the vectors have grown
 //! to the connection's usual batch (a fresh chunk list, iovec array and
 //! header per send were three allocations per round trip).
+//!
+//! A batch of one chunk (most sends of a request/response protocol) is
+//! described by an iovec inside the batch itself, and senders hand it to
+//! the kernel as a plain `send` ([`IoBatch::single`]): no second heap
+//! line to touch, and no header or iovec array for the kernel to copy in.
 
 use crate::transport::chunk::Chunk;
 
 /// Chunks for one `sendmsg`/`writev`, and their description.
 ///
-/// Boxed while in flight: the kernel reads `msg` and `iovecs` at their
+/// Boxed while in flight: the kernel reads `msg` and the iovecs at their
 /// addresses until the operation completes.
 pub(crate) struct IoBatch {
     /// The bytes to send, in order.
     pub(crate) chunks: Vec<Chunk>,
-    /// One per chunk, pointing into the chunks' heap memory (which does
-    /// not move when a chunk value moves).
+    /// One per chunk when there are several, pointing into the chunks'
+    /// heap memory (which does not move when a chunk value moves).
     iovecs: Vec<libc::iovec>,
-    /// Points at `iovecs`.
+    /// The iovec of a batch of one chunk.
+    single: libc::iovec,
+    /// Points at `single` or `iovecs`.
     msg: libc::msghdr,
 }
 
@@ -28,6 +35,10 @@ impl IoBatch {
         Box::new(IoBatch {
             chunks: Vec::new(),
             iovecs: Vec::new(),
+            single: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
             // SAFETY: msghdr is plain data; all-zero is a valid empty
             // header.
             msg: unsafe { std::mem::zeroed() },
@@ -35,15 +46,28 @@ impl IoBatch {
     }
 
     /// Describes the current chunks; call once they are in place and
-    /// before the kernel sees the batch.
+    /// before the kernel sees the batch. The batch must stay in its box
+    /// from here on (the header may point into it).
     pub(crate) fn prepare(&mut self) {
         self.iovecs.clear();
-        self.iovecs.extend(self.chunks.iter().map(|c| libc::iovec {
-            iov_base: c.as_ptr() as *mut libc::c_void,
-            iov_len: c.len(),
-        }));
+        if let [only] = &self.chunks[..] {
+            self.single = iovec(only);
+            self.msg.msg_iov = &mut self.single;
+            self.msg.msg_iovlen = 1;
+            return;
+        }
+        self.iovecs.extend(self.chunks.iter().map(|c| iovec(c)));
         self.msg.msg_iov = self.iovecs.as_mut_ptr();
         self.msg.msg_iovlen = self.iovecs.len() as _;
+    }
+
+    /// The bytes of a batch of exactly one chunk: send them with a plain
+    /// `send`, which the kernel takes more cheaply than a `sendmsg`.
+    pub(crate) fn single(&self) -> Option<&[u8]> {
+        match &self.chunks[..] {
+            [only] => Some(only),
+            _ => None,
+        }
     }
 
     /// The header for `sendmsg` (valid after [`prepare`](Self::prepare)).
@@ -55,6 +79,63 @@ impl IoBatch {
     /// The iovec array for `writev` (valid after
     /// [`prepare`](Self::prepare)).
     pub(crate) fn iovecs(&self) -> &[libc::iovec] {
-        &self.iovecs
+        if self.chunks.len() == 1 {
+            std::slice::from_ref(&self.single)
+        } else {
+            &self.iovecs
+        }
+    }
+}
+
+fn iovec(c: &Chunk) -> libc::iovec {
+    libc::iovec {
+        iov_base: c.as_ptr() as *mut libc::c_void,
+        iov_len: c.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn described(b: &IoBatch) -> Vec<Vec<u8>> {
+        b.iovecs()
+            .iter()
+            .map(|v| {
+                // SAFETY: each iovec points into a chunk `b` owns, of
+                // `iov_len` bytes.
+                unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) }.to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_chunk_is_described_inline_and_sent_plainly() {
+        let mut b = IoBatch::new();
+        b.chunks.push(Chunk::from(Bytes::from_static(b"only")));
+        b.prepare();
+        assert_eq!(b.single(), Some(&b"only"[..]));
+        assert_eq!(described(&b), vec![b"only".to_vec()]);
+        assert_eq!(b.msg().msg_iovlen, 1);
+        assert_eq!(b.msg().msg_iov.cast_const(), &b.single as *const _);
+    }
+
+    #[test]
+    fn several_chunks_get_one_iovec_each_in_order() {
+        let mut b = IoBatch::new();
+        for part in [&b"ab"[..], b"", b"cde"] {
+            b.chunks.push(Chunk::from(Bytes::copy_from_slice(part)));
+        }
+        b.prepare();
+        assert_eq!(b.single(), None);
+        assert_eq!(described(&b), vec![b"ab".to_vec(), vec![], b"cde".to_vec()]);
+        assert_eq!(b.msg().msg_iovlen, 3);
+        // Reused for one chunk after several: the description follows.
+        b.chunks.truncate(1);
+        b.prepare();
+        assert_eq!(described(&b), vec![b"ab".to_vec()]);
+        assert_eq!(b.msg().msg_iovlen, 1);
     }
 }

@@ -5,6 +5,10 @@
 //! `sendmsg(2)` with `MSG_DONTWAIT` when the socket is writable. A
 //! transport's writes queued during one iteration leave this way, in an
 //! [`IoBatch`] the transport reuses from one send to the next.
+//!
+//! A batch of one chunk goes as `IORING_OP_SEND` / `send(2)` instead,
+//! with the same flags: the kernel then copies in no header and no
+//! iovec array (about 1 % of a 64-byte echo's server CPU).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -42,6 +46,13 @@ impl OpKind for SendMsg {
     type Output = (io::Result<usize>, Box<IoBatch>);
 
     fn sqe(&mut self) -> squeue::Entry {
+        if let Some(bytes) = self.batch.single() {
+            // A longer chunk is sent in part, as any send may be.
+            let len = bytes.len().min(u32::MAX as usize) as u32;
+            return opcode::Send::new(types::Fd(self.fd), bytes.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build();
+        }
         opcode::SendMsg::new(types::Fd(self.fd), self.batch.msg())
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
@@ -52,6 +63,17 @@ impl OpKind for SendMsg {
     }
 
     fn attempt(&mut self) -> io::Result<u32> {
+        if let Some(bytes) = self.batch.single() {
+            // SAFETY: reads the chunk's bytes, which the batch owns.
+            return check(unsafe {
+                libc::send(
+                    self.fd,
+                    bytes.as_ptr().cast(),
+                    bytes.len().min(u32::MAX as usize),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            });
+        }
         // SAFETY: the header points at the batch's iovecs, which point
         // into the chunks it owns; the kernel only reads them.
         check(unsafe {
