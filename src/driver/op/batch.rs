@@ -56,7 +56,7 @@ impl IoBatch {
             self.msg.msg_iovlen = 1;
             return;
         }
-        self.iovecs.extend(self.chunks.iter().map(|c| iovec(c)));
+        self.iovecs.extend(self.chunks.iter().map(iovec));
         self.msg.msg_iov = self.iovecs.as_mut_ptr();
         self.msg.msg_iovlen = self.iovecs.len() as _;
     }
