@@ -21,14 +21,13 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use crate::builder::EventLoopBuilder;
 use crate::debug;
-use crate::driver::{Backend, Driver};
+use crate::driver::{Backend, Driver, Wake};
 use crate::error::{Error, Result};
 use crate::exception::{default_exception_handler, ErrorContext, ExceptionHandler};
 use crate::executor::Executor;
@@ -99,7 +98,7 @@ pub(crate) struct LoopInner {
     closed: Cell<bool>,
     clock_resolution: f64,
     remote_buf: RefCell<Vec<Remote>>,
-    waker_buf: RefCell<Vec<Waker>>,
+    waker_buf: RefCell<Vec<Wake>>,
     backend_reason: String,
     /// `add_reader`/`add_writer` registrations.
     pub(crate) watchers: RefCell<crate::watch::Watchers>,
@@ -422,7 +421,10 @@ impl EventLoop {
         let mut wakers = std::mem::take(&mut *inner.waker_buf.borrow_mut());
         let polled = inner.driver.borrow_mut().poll(timeout, &mut wakers);
         for w in wakers.drain(..) {
-            w.wake();
+            match w {
+                Wake::Task(t) => inner.schedule_task(t.key, t.id),
+                Wake::Waker(w) => w.wake(),
+            }
         }
         *inner.waker_buf.borrow_mut() = wakers;
         polled?;

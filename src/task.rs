@@ -19,6 +19,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use crate::driver::wake::{self, TaskRef};
 use crate::error::{Error, Result};
 use crate::event_loop::{with_running, EventLoop, LoopInner};
 use crate::exception::ErrorContext;
@@ -208,7 +209,15 @@ impl Callback for TaskCore {
             let Some(fut) = slot.as_mut() else {
                 return;
             };
-            catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+            // Recorded as the polling task: operations it polls store its
+            // key, not a clone of its waker (see driver::wake).
+            let me = TaskRef {
+                key: self.key,
+                id: self.id,
+            };
+            wake::polling(&lp.driver, me, &self.waker, || {
+                catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+            })
         };
         match polled {
             Ok(Poll::Pending) => {}

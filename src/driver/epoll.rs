@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use ringloop_fallback::Engine;
 
-use super::{Abandoned, Completion, OpKind, SlotPoll};
+use super::{Abandoned, Completion, OpKind, SlotPoll, Wake};
 
 /// The epoll driver.
 pub(crate) struct EpollDriver {
@@ -34,6 +34,8 @@ pub(crate) struct EpollDriver {
     /// Keys are even for operations that use their descriptor, odd for
     /// readiness waits (`OpKind::USES_FD == false`).
     next_key: u64,
+    /// The engine's wakers of one wait, reused.
+    woken: Vec<Waker>,
 }
 
 fn closed() -> io::Error {
@@ -48,6 +50,7 @@ impl EpollDriver {
         Ok(EpollDriver {
             engine: Some(engine),
             next_key: 0,
+            woken: Vec::new(),
         })
     }
 
@@ -111,7 +114,7 @@ impl EpollDriver {
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
-        wakers: &mut Vec<Waker>,
+        wakers: &mut Vec<Wake>,
     ) -> io::Result<()> {
         let engine = self.engine.as_mut().ok_or_else(closed)?;
         if timeout == Some(Duration::ZERO) && engine.waiting() == 0 {
@@ -121,7 +124,9 @@ impl EpollDriver {
             // and the eventfd is drained at the next real wait.
             return Ok(());
         }
-        engine.wait(timeout, wakers)
+        let waited = engine.wait(timeout, &mut self.woken);
+        wakers.extend(self.woken.drain(..).map(Wake::Waker));
+        waited
     }
 
     pub(crate) fn in_flight(&self) -> usize {

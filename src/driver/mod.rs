@@ -30,13 +30,14 @@
 pub(crate) mod epoll;
 pub(crate) mod op;
 pub(crate) mod uring;
+pub(crate) mod wake;
 
 use std::fmt;
 use std::io;
-use std::task::Waker;
 use std::time::Duration;
 
 pub(crate) use op::{Abandoned, OpKind};
+pub(crate) use wake::{Wake, WakeBy};
 
 /// The kernel interface a loop runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -158,10 +159,15 @@ impl Driver {
 
     /// Drives an operation: io_uring checks its slot, epoll tries its
     /// system call. Registers `waker` when still pending.
-    pub(crate) fn poll_op<T: OpKind>(&mut self, key: usize, op: &mut T, waker: &Waker) -> SlotPoll {
+    pub(crate) fn poll_op<T: OpKind>(
+        &mut self,
+        key: usize,
+        op: &mut T,
+        by: WakeBy<'_>,
+    ) -> SlotPoll {
         match self {
-            Driver::Uring(d) => d.poll_slot(key, waker),
-            Driver::Epoll(d) => d.poll_op(key, op, waker),
+            Driver::Uring(d) => d.poll_slot(key, by),
+            Driver::Epoll(d) => d.poll_op(key, op, by.waker()),
         }
     }
 
@@ -184,9 +190,9 @@ impl Driver {
 
     /// Takes a multishot operation's next completion; registers `waker`
     /// when none is queued.
-    pub(crate) fn poll_multi(&mut self, key: usize, waker: &Waker) -> SlotPoll {
+    pub(crate) fn poll_multi(&mut self, key: usize, by: WakeBy<'_>) -> SlotPoll {
         match self {
-            Driver::Uring(d) => d.poll_multi(key, waker),
+            Driver::Uring(d) => d.poll_multi(key, by),
             Driver::Epoll(_) => SlotPoll::Ready(Completion::new(-libc::EBADF)),
         }
     }
@@ -264,7 +270,7 @@ impl Driver {
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
-        wakers: &mut Vec<Waker>,
+        wakers: &mut Vec<Wake>,
     ) -> io::Result<()> {
         match self {
             Driver::Uring(d) => d.poll(timeout, wakers),
@@ -283,7 +289,7 @@ impl Driver {
 
     /// Cancels everything, waits for terminal completions, releases the
     /// backend's descriptors.
-    pub(crate) fn shutdown(&mut self, wakers: &mut Vec<Waker>) {
+    pub(crate) fn shutdown(&mut self, wakers: &mut Vec<Wake>) {
         match self {
             Driver::Uring(d) => d.shutdown(wakers),
             Driver::Epoll(d) => d.shutdown(),

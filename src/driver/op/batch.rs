@@ -12,6 +12,7 @@
 //! line to touch, and no header or iovec array for the kernel to copy in.
 
 use crate::transport::chunk::Chunk;
+use crate::transport::chunk_list::ChunkList;
 
 /// Chunks for one `sendmsg`/`writev`, and their description.
 ///
@@ -19,13 +20,13 @@ use crate::transport::chunk::Chunk;
 /// addresses until the operation completes.
 ///
 /// Laid out so that a send of one chunk touches only the first cache
-/// line of the box (`chunks` and `single`): at a thousand connections
-/// each batch is cold when its send starts.
+/// line of the box (`chunks`, whose first chunk is inline): at a
+/// thousand connections each batch is cold when its send starts.
 #[repr(C, align(64))]
 pub(crate) struct IoBatch {
     /// The bytes to send, in order.
-    pub(crate) chunks: Vec<Chunk>,
-    /// The iovec of a batch of one chunk.
+    pub(crate) chunks: ChunkList,
+    /// The iovec of a batch of one chunk, for `writev`.
     single: libc::iovec,
     /// One per chunk when there are several, pointing into the chunks'
     /// heap memory (which does not move when a chunk value moves).
@@ -38,7 +39,7 @@ impl IoBatch {
     /// An empty batch.
     pub(crate) fn new() -> Box<IoBatch> {
         Box::new(IoBatch {
-            chunks: Vec::new(),
+            chunks: ChunkList::default(),
             iovecs: Vec::new(),
             single: libc::iovec {
                 iov_base: std::ptr::null_mut(),
@@ -56,7 +57,7 @@ impl IoBatch {
     /// written from [`iovecs`](Self::iovecs)); several get the iovec array
     /// and the header.
     pub(crate) fn prepare(&mut self) {
-        if let [only] = &self.chunks[..] {
+        if let Some(only) = self.chunks.single() {
             self.single = iovec(only);
             return;
         }
@@ -69,10 +70,7 @@ impl IoBatch {
     /// The bytes of a batch of exactly one chunk: send them with a plain
     /// `send`, which the kernel takes more cheaply than a `sendmsg`.
     pub(crate) fn single(&self) -> Option<&[u8]> {
-        match &self.chunks[..] {
-            [only] => Some(only),
-            _ => None,
-        }
+        self.chunks.single().map(|c| &c[..])
     }
 
     /// The header for `sendmsg` (valid after [`prepare`](Self::prepare)
@@ -127,7 +125,7 @@ mod tests {
         assert_eq!(described(&b), vec![b"only".to_vec()]);
         assert_eq!(b.iovecs().as_ptr(), &b.single as *const _);
         // All a one-chunk send touches lies in the box's first line.
-        let end = std::mem::offset_of!(IoBatch, single) + std::mem::size_of::<libc::iovec>();
+        let end = std::mem::offset_of!(IoBatch, chunks) + std::mem::size_of::<ChunkList>();
         assert!(end <= 64 && std::mem::align_of::<IoBatch>() == 64);
     }
 
@@ -142,7 +140,8 @@ mod tests {
         assert_eq!(described(&b), vec![b"ab".to_vec(), vec![], b"cde".to_vec()]);
         assert_eq!(b.msg().msg_iovlen, 3);
         // Reused for one chunk after several: the description follows.
-        b.chunks.truncate(1);
+        let kept = b.chunks.drain_rev().last();
+        b.chunks.push(kept.expect("three chunks"));
         b.prepare();
         assert_eq!(described(&b), vec![b"ab".to_vec()]);
         assert_eq!(b.single(), Some(&b"ab"[..]));

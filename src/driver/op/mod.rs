@@ -148,7 +148,8 @@ impl<T: OpKind> Future for Op<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
         let this = self.get_mut();
         let data = this.data.as_mut().expect("Op polled after completion");
-        let polled = this.driver.borrow_mut().poll_op(this.key, data, cx.waker());
+        let by = crate::driver::wake::wake_by(&this.driver, cx.waker());
+        let polled = this.driver.borrow_mut().poll_op(this.key, data, by);
         match polled {
             SlotPoll::Pending => Poll::Pending,
             SlotPoll::Ready(c) => {

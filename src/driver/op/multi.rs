@@ -64,7 +64,8 @@ impl MultiOp {
         if self.ended {
             return Poll::Ready(Completion::new(-libc::ECANCELED));
         }
-        let polled = self.driver.borrow_mut().poll_multi(self.key, cx.waker());
+        let by = crate::driver::wake::wake_by(&self.driver, cx.waker());
+        let polled = self.driver.borrow_mut().poll_multi(self.key, by);
         match polled {
             SlotPoll::Pending => Poll::Pending,
             SlotPoll::Ready(c) => {

@@ -11,10 +11,8 @@ pub(crate) mod buf_ring;
 mod probe;
 mod slot;
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
-use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -23,10 +21,10 @@ use slab::Slab;
 use buf_ring::BufRing;
 pub(crate) use probe::Features;
 pub use probe::KernelFeatures;
-use slot::Slot;
+use slot::{Backlog, Slot};
 use std::rc::Rc;
 
-use super::{Abandoned, Completion, OpKind, SlotPoll};
+use super::{Abandoned, Completion, OpKind, SlotPoll, Wake, WakeBy};
 
 /// `user_data` of the eventfd read that carries cross-thread wake-ups.
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -61,7 +59,7 @@ pub(crate) struct UringDriver {
     wake_buf: Box<[u8; 8]>,
     wake_armed: bool,
     /// Wakers of completions reaped outside `poll` (SQ-full path).
-    deferred: Vec<Waker>,
+    deferred: Vec<Wake>,
     /// The provided buffer ring of multishot receives, registered on
     /// first use.
     buf_ring: Option<Rc<BufRing>>,
@@ -226,7 +224,7 @@ impl UringDriver {
         }
     }
 
-    pub(crate) fn poll_slot(&mut self, key: usize, waker: &Waker) -> SlotPoll {
+    pub(crate) fn poll_slot(&mut self, key: usize, by: WakeBy<'_>) -> SlotPoll {
         let Some((_, _, slot)) = self.slots.get_mut(key) else {
             // Not ours (the slot was already collected): report a clear
             // error instead of panicking.
@@ -239,10 +237,7 @@ impl UringDriver {
                 SlotPoll::Ready(c)
             }
             Slot::InFlight(w) => {
-                match w {
-                    Some(old) if old.will_wake(waker) => {}
-                    _ => *w = Some(waker.clone()),
-                }
+                by.store(w);
                 SlotPoll::Pending
             }
             Slot::Abandoned(_) | Slot::Orphaned => SlotPoll::Pending,
@@ -265,7 +260,7 @@ impl UringDriver {
             generation,
             fd,
             Slot::Multi {
-                ready: VecDeque::new(),
+                ready: Backlog::default(),
                 waker: None,
                 ended: false,
             },
@@ -285,7 +280,7 @@ impl UringDriver {
 
     /// The next completion of a multishot operation, oldest first. The
     /// terminal one (`!c.more()`) frees the slot.
-    pub(crate) fn poll_multi(&mut self, key: usize, waker: &Waker) -> SlotPoll {
+    pub(crate) fn poll_multi(&mut self, key: usize, by: WakeBy<'_>) -> SlotPoll {
         let shut_down = self.ring.is_none();
         let Some((
             _,
@@ -313,10 +308,7 @@ impl UringDriver {
                 SlotPoll::Ready(Completion::new(-libc::ECANCELED))
             }
             None => {
-                match w {
-                    Some(old) if old.will_wake(waker) => {}
-                    _ => *w = Some(waker.clone()),
-                }
+                by.store(w);
                 SlotPoll::Pending
             }
         }
@@ -332,7 +324,7 @@ impl UringDriver {
         let Slot::Multi { ready, ended, .. } = slot else {
             return;
         };
-        for c in ready.drain(..) {
+        while let Some(c) = ready.pop_front() {
             release(c);
         }
         if *ended || self.ring.is_none() {
@@ -405,7 +397,7 @@ impl UringDriver {
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
-        wakers: &mut Vec<Waker>,
+        wakers: &mut Vec<Wake>,
     ) -> io::Result<()> {
         wakers.append(&mut self.deferred);
         self.arm_wake()?;
@@ -442,7 +434,7 @@ impl UringDriver {
 
     /// Drains the completion ring, flushing the kernel's overflow backlog
     /// (`IORING_FEAT_NODROP`) until it is empty.
-    fn reap(&mut self, wakers: &mut Vec<Waker>) {
+    fn reap(&mut self, wakers: &mut Vec<Wake>) {
         loop {
             let Some(ring) = self.ring.as_mut() else {
                 return;
@@ -475,7 +467,7 @@ impl UringDriver {
         kernel_owned: &mut usize,
         wake_armed: &mut bool,
         cqe: cqueue::Entry,
-        wakers: &mut Vec<Waker>,
+        wakers: &mut Vec<Wake>,
     ) {
         let c = Completion {
             res: cqe.result(),
@@ -550,7 +542,7 @@ impl UringDriver {
             .any(|(_, (_, f, s))| *f == fd && matches!(s, Slot::InFlight(_) | Slot::Multi { .. }))
     }
 
-    pub(crate) fn shutdown(&mut self, wakers: &mut Vec<Waker>) {
+    pub(crate) fn shutdown(&mut self, wakers: &mut Vec<Wake>) {
         if self.ring.is_none() {
             return;
         }

@@ -2,14 +2,13 @@
 //! slab (the slab key is the SQE's `user_data`).
 
 use std::collections::VecDeque;
-use std::task::Waker;
 
-use crate::driver::{Abandoned, Completion};
+use crate::driver::{Abandoned, Completion, Wake};
 
 /// One operation's state.
 pub(crate) enum Slot {
-    /// Submitted; the waker of whoever polled it last.
-    InFlight(Option<Waker>),
+    /// Submitted; whom to wake: whoever polled it last.
+    InFlight(Option<Wake>),
     /// The terminal CQE arrived; waiting for the future to collect it.
     Completed(Completion),
     /// The future was dropped in flight; its resources wait here for the
@@ -22,8 +21,8 @@ pub(crate) enum Slot {
     /// them; `ended` once the terminal one (without `IORING_CQE_F_MORE`)
     /// arrived.
     Multi {
-        ready: VecDeque<Completion>,
-        waker: Option<Waker>,
+        ready: Backlog,
+        waker: Option<Wake>,
         ended: bool,
     },
     /// A multishot operation whose owner went away while the kernel still
@@ -42,5 +41,56 @@ impl Slot {
                 | Slot::Multi { ended: false, .. }
                 | Slot::MultiAbandoned(_)
         )
+    }
+}
+
+/// A multishot operation's completions not yet taken, oldest first.
+///
+/// The first is kept in the slot itself: a receive that is taken before
+/// the next one arrives (every paced connection) then never touches a
+/// heap buffer, one cold cache line less per completion at a thousand
+/// connections. A burst spills into the queue, whose allocation stays.
+///
+/// Invariant: `more` is empty unless `first` is `Some`.
+#[derive(Default)]
+pub(crate) struct Backlog {
+    first: Option<Completion>,
+    more: VecDeque<Completion>,
+}
+
+impl Backlog {
+    pub(crate) fn push_back(&mut self, c: Completion) {
+        if self.first.is_none() {
+            self.first = Some(c);
+        } else {
+            self.more.push_back(c);
+        }
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<Completion> {
+        let c = self.first.take()?;
+        self.first = self.more.pop_front();
+        Some(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_is_first_in_first_out() {
+        let mut b = Backlog::default();
+        assert!(b.pop_front().is_none());
+        for res in 0..5 {
+            b.push_back(Completion::new(res));
+        }
+        assert_eq!(b.pop_front().map(|c| c.res), Some(0));
+        b.push_back(Completion::new(5));
+        let rest: Vec<i32> = std::iter::from_fn(|| b.pop_front()).map(|c| c.res).collect();
+        assert_eq!(rest, [1, 2, 3, 4, 5]);
+        b.push_back(Completion::new(6));
+        assert_eq!(b.pop_front().map(|c| c.res), Some(6));
+        assert!(b.pop_front().is_none());
     }
 }

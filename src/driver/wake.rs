@@ -1,0 +1,179 @@
+//! Whom a finished operation wakes.
+//!
+//! Almost every operation is polled by one of the loop's own tasks (a
+//! transport's pump, a `sock_*` call, a stream). Storing that task's
+//! [`Waker`] in the operation's slot means an atomic reference-count
+//! increment on the waker's own allocation, cold at hundreds of
+//! connections (the hottest instruction of a 64-byte echo's user time),
+//! and waking it goes through the thread-safe path. So while a task is
+//! polled, the loop records it here ([`polling`]); an operation polled
+//! with exactly that task's waker, on that loop's driver, stores the
+//! task's slab key and id instead ([`Wake::Task`]), and the loop
+//! schedules it by key when the operation finishes, as the waker itself
+//! would have. Any other waker (another loop's task, a combinator's
+//! waker, a foreign executor) is stored as it is.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::task::{RawWakerVTable, Waker};
+
+use super::op::DriverRef;
+
+/// One of the loop's tasks: its slab key and id (a reused key has a new
+/// id, so a stale entry wakes nobody).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TaskRef {
+    pub(crate) key: usize,
+    pub(crate) id: u64,
+}
+
+/// Whom to wake when an operation finishes.
+pub(crate) enum Wake {
+    /// A task of the loop that owns the driver.
+    Task(TaskRef),
+    /// Anyone else.
+    Waker(Waker),
+}
+
+/// Whom a poll asks to wake: [`Wake`] before it is stored (no clone
+/// yet). A task's own waker comes along, for a backend that keeps wakers
+/// (epoll's engine).
+#[derive(Clone, Copy)]
+pub(crate) enum WakeBy<'a> {
+    Task(TaskRef, &'a Waker),
+    Waker(&'a Waker),
+}
+
+impl<'a> WakeBy<'a> {
+    /// The waker itself.
+    pub(crate) fn waker(self) -> &'a Waker {
+        match self {
+            WakeBy::Task(_, w) | WakeBy::Waker(w) => w,
+        }
+    }
+
+    /// Stores this target in `slot`, unless it holds it already.
+    pub(crate) fn store(self, slot: &mut Option<Wake>) {
+        let same = match (self, &*slot) {
+            (WakeBy::Task(t, _), Some(Wake::Task(old))) => t == *old,
+            (WakeBy::Waker(w), Some(Wake::Waker(old))) => old.will_wake(w),
+            _ => false,
+        };
+        if !same {
+            *slot = Some(match self {
+                WakeBy::Task(t, _) => Wake::Task(t),
+                WakeBy::Waker(w) => Wake::Waker(w.clone()),
+            });
+        }
+    }
+}
+
+/// The task being polled on this thread.
+#[derive(Clone, Copy)]
+struct Polling {
+    /// The driver of the task's loop (`Rc::as_ptr`).
+    driver: *const (),
+    task: TaskRef,
+    /// The task's own waker, as its data and vtable pointers.
+    data: *const (),
+    vtable: *const RawWakerVTable,
+}
+
+thread_local! {
+    static POLLING: Cell<Option<Polling>> = const { Cell::new(None) };
+}
+
+/// Runs `f` (the poll of `task`, whose own waker is `waker`, on the loop
+/// whose driver is `driver`) with the task recorded as the one polling.
+pub(crate) fn polling<R>(
+    driver: &DriverRef,
+    task: TaskRef,
+    waker: &Waker,
+    f: impl FnOnce() -> R,
+) -> R {
+    let now = Polling {
+        driver: Rc::as_ptr(driver).cast(),
+        task,
+        data: waker.data(),
+        vtable: waker.vtable(),
+    };
+    let before = POLLING.with(|p| p.replace(Some(now)));
+    let out = f();
+    POLLING.with(|p| p.set(before));
+    out
+}
+
+/// Whom an operation of `driver` polled with `waker` should wake.
+pub(crate) fn wake_by<'a>(driver: &DriverRef, waker: &'a Waker) -> WakeBy<'a> {
+    let polling = POLLING.with(Cell::get);
+    match polling {
+        Some(p)
+            if std::ptr::eq(p.driver, Rc::as_ptr(driver).cast())
+                && std::ptr::eq(p.data, waker.data())
+                && std::ptr::eq(p.vtable, waker.vtable()) =>
+        {
+            WakeBy::Task(p.task, waker)
+        }
+        _ => WakeBy::Waker(waker),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::driver::Driver;
+
+    struct Nop;
+    impl std::task::Wake for Nop {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    fn driver() -> DriverRef {
+        let shared = crate::threadsafe::Shared::new().expect("eventfd");
+        let d = crate::driver::epoll::EpollDriver::new(shared.wake_fd()).expect("epoll");
+        Rc::new(RefCell::new(Driver::Epoll(d)))
+    }
+
+    #[test]
+    fn only_the_polling_task_s_own_waker_on_its_own_driver_is_a_task() {
+        let (ours, other_driver) = (driver(), driver());
+        let own = Waker::from(Arc::new(Nop));
+        let foreign = Waker::from(Arc::new(Nop));
+        let task = TaskRef { key: 3, id: 9 };
+        assert!(
+            matches!(wake_by(&ours, &own), WakeBy::Waker(_)),
+            "nothing polled"
+        );
+        polling(&ours, task, &own, || {
+            assert!(matches!(wake_by(&ours, &own), WakeBy::Task(t, _) if t == task));
+            assert!(matches!(wake_by(&ours, &own.clone()), WakeBy::Task(..)));
+            assert!(matches!(wake_by(&ours, &foreign), WakeBy::Waker(_)));
+            assert!(matches!(wake_by(&other_driver, &own), WakeBy::Waker(_)));
+            // Nested: the inner task is the one polling, then the outer
+            // one again.
+            let inner = TaskRef { key: 4, id: 10 };
+            polling(&ours, inner, &foreign, || {
+                assert!(matches!(wake_by(&ours, &foreign), WakeBy::Task(t, _) if t == inner));
+                assert!(matches!(wake_by(&ours, &own), WakeBy::Waker(_)));
+            });
+            assert!(matches!(wake_by(&ours, &own), WakeBy::Task(t, _) if t == task));
+        });
+        assert!(matches!(wake_by(&ours, &own), WakeBy::Waker(_)), "cleared");
+    }
+
+    #[test]
+    fn storing_the_same_target_keeps_it() {
+        let w = Waker::from(Arc::new(Nop));
+        let mut slot = None;
+        WakeBy::Waker(&w).store(&mut slot);
+        assert!(matches!(&slot, Some(Wake::Waker(s)) if s.will_wake(&w)));
+        let t = TaskRef { key: 1, id: 2 };
+        WakeBy::Task(t, &w).store(&mut slot);
+        assert!(matches!(&slot, Some(Wake::Task(s)) if *s == t));
+        WakeBy::Task(TaskRef { key: 1, id: 3 }, &w).store(&mut slot);
+        assert!(matches!(&slot, Some(Wake::Task(s)) if s.id == 3));
+    }
+}
