@@ -7,6 +7,7 @@
 //! iteration (one `sendmsg` with many iovecs).
 
 pub(crate) mod chunk;
+pub(crate) mod chunk_list;
 mod datagram;
 mod read;
 mod sendfile;

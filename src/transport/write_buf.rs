@@ -12,6 +12,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use super::chunk::Chunk;
+use super::chunk_list::ChunkList;
 use super::read::ReadBuf;
 use crate::driver::op::batch::IoBatch;
 
@@ -192,7 +193,7 @@ impl WriteBuffer {
     }
 
     /// Moves up to [`MAX_IOVECS`] chunks into `out` (empty) for one send.
-    fn take_for_send(&mut self, out: &mut Vec<Chunk>) {
+    fn take_for_send(&mut self, out: &mut ChunkList) {
         debug_assert!(out.is_empty());
         if self.chunks.is_empty() {
             // Only the tail (the usual case): straight into the send,
@@ -207,8 +208,11 @@ impl WriteBuffer {
         }
         self.flush_tail();
         let n = self.chunks.len().min(MAX_IOVECS);
-        out.extend(self.chunks.drain(..n));
-        let bytes: usize = out.iter().map(|c| c.len()).sum();
+        let mut bytes = 0;
+        for c in self.chunks.drain(..n) {
+            bytes += c.len();
+            out.push(c);
+        }
         self.queued -= bytes;
         self.in_flight += bytes;
     }
@@ -218,28 +222,24 @@ impl WriteBuffer {
     /// goes back to the front, in order, as copies the buffer owns (a
     /// short send means the peer is slow, and a received buffer must not
     /// wait on it). `chunks` is left empty, its allocation kept.
-    fn complete_send(&mut self, chunks: &mut Vec<Chunk>, sent: usize) {
+    fn complete_send(&mut self, chunks: &mut ChunkList, sent: usize) {
         let total: usize = chunks.iter().map(|c| c.len()).sum();
         self.in_flight -= total;
-        let mut skip = sent.min(total);
-        let mut first_unsent = chunks.len();
-        for (i, c) in chunks.iter_mut().enumerate() {
-            if skip >= c.len() {
-                skip -= c.len();
+        let sent = sent.min(total);
+        // Last chunk first: each unsent one goes to the queue's front.
+        let mut end = total;
+        for mut c in chunks.drain_rev() {
+            let start = end - c.len();
+            end = start;
+            if start + c.len() <= sent {
+                match c {
+                    Chunk::Tail(t) => self.reuse_tail(t),
+                    Chunk::Received { .. } => self.received -= 1,
+                    Chunk::Bytes(_) => {}
+                }
                 continue;
             }
-            c.advance(skip);
-            first_unsent = i;
-            break;
-        }
-        for c in chunks.drain(..first_unsent) {
-            match c {
-                Chunk::Tail(t) => self.reuse_tail(t),
-                Chunk::Received { .. } => self.received -= 1,
-                Chunk::Bytes(_) => {}
-            }
-        }
-        for mut c in chunks.drain(..).rev() {
+            c.advance(sent.saturating_sub(start));
             if c.is_received() {
                 c.detach();
                 self.received -= 1;
@@ -287,8 +287,8 @@ mod tests {
         assert!(Limits::new(Some(10), Some(11)).is_err());
     }
 
-    fn take(b: &mut WriteBuffer) -> Vec<Chunk> {
-        let mut out = Vec::new();
+    fn take(b: &mut WriteBuffer) -> ChunkList {
+        let mut out = ChunkList::default();
         b.take_for_send(&mut out);
         out
     }
@@ -367,7 +367,7 @@ mod tests {
     }
 
     /// Writes `n` bytes of `v` and takes them for a send.
-    fn take_after(b: &mut WriteBuffer, n: usize, v: u8) -> Vec<Chunk> {
+    fn take_after(b: &mut WriteBuffer, n: usize, v: u8) -> ChunkList {
         b.push_slice(&vec![v; n]);
         let chunks = take(b);
         assert!(chunks.len() == 1 && chunks[0].iter().all(|&c| c == v));
