@@ -70,7 +70,6 @@
 
 mod engine;
 pub mod eventfd;
-mod int_hash;
 mod reactor;
 
 pub use engine::{retry_interrupted, Engine};

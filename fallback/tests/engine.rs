@@ -138,7 +138,7 @@ fn cancelled_waiters_are_not_woken() {
             &mut would_block::<()>
         )
         .is_pending());
-    e.cancel(7);
+    e.cancel(7, b.as_raw_fd());
     assert_eq!(e.waiting(), 0);
     (&a).write_all(b"x").unwrap();
     let mut wakers = Vec::new();
@@ -160,7 +160,7 @@ fn a_descriptor_number_reused_after_close_is_armed_again() {
     assert!(e
         .poll_io(1, fd, Interest::READ, &waker, &mut would_block::<()>)
         .is_pending());
-    e.cancel(1);
+    e.cancel(1, fd);
     drop((a, b));
     let (c, d) = pair();
     let (count, waker) = counting();

@@ -199,7 +199,7 @@ fn a_closed_and_reused_number_starts_afresh_after_deregister() {
     assert!(e
         .poll_io(1, n, Interest::READ, &waker, &mut attempt)
         .is_pending());
-    e.cancel(1);
+    e.cancel(1, n);
     assert_eq!(e.reactor().ctl_calls(), 1);
     e.deregister(n);
     assert_eq!(e.reactor().ctl_calls(), 2, "EPOLL_CTL_DEL");
@@ -245,7 +245,7 @@ fn a_deregistered_number_behaves_as_unregistered() {
     assert!(e
         .poll_io(1, fd, Interest::READ, &waker, &mut attempt)
         .is_pending());
-    e.cancel(1);
+    e.cancel(1, fd);
     e.deregister(fd);
     assert!(e
         .poll_io(2, fd, Interest::READ, &waker, &mut attempt)
@@ -267,7 +267,7 @@ fn registering_a_number_again_starts_afresh() {
     assert!(e
         .poll_io(1, n, Interest::READ, &waker, &mut attempt)
         .is_pending());
-    e.cancel(1);
+    e.cancel(1, n);
     // The owner closed it without deregistering (a bug elsewhere); the
     // next owner of the number registers it.
     let (c, d) = pair();

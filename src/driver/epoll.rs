@@ -81,9 +81,9 @@ impl EpollDriver {
         }
     }
 
-    pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
+    pub(crate) fn abandon(&mut self, key: usize, fd: RawFd, resources: Box<dyn Abandoned>) {
         if let Some(engine) = self.engine.as_mut() {
-            engine.cancel(key as u64);
+            engine.cancel(key as u64, fd);
         }
         // Nothing of it is in the kernel: free it now.
         drop(resources);

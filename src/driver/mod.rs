@@ -229,11 +229,17 @@ impl Driver {
         }
     }
 
-    /// Hands an unfinished operation's resources to the driver.
-    pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
+    /// Hands an unfinished operation's resources to the driver; `fd` is
+    /// the descriptor it waits on (its `OpKind::readiness`).
+    pub(crate) fn abandon(
+        &mut self,
+        key: usize,
+        fd: std::os::fd::RawFd,
+        resources: Box<dyn Abandoned>,
+    ) {
         match self {
             Driver::Uring(d) => d.abandon(key, resources),
-            Driver::Epoll(d) => d.abandon(key, resources),
+            Driver::Epoll(d) => d.abandon(key, fd, resources),
         }
     }
 

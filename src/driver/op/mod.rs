@@ -168,7 +168,8 @@ impl<T: OpKind> Drop for Op<T> {
             // `abandon` completes at once if the CQE already arrived, else
             // parks the resources and submits ASYNC_CANCEL.
             if let Ok(mut d) = self.driver.try_borrow_mut() {
-                d.abandon(self.key, Box::new(data));
+                let fd = data.readiness().0;
+                d.abandon(self.key, fd, Box::new(data));
             } else {
                 // Unreachable in practice (no op is dropped while the
                 // driver is borrowed); leaking beats a use-after-free.

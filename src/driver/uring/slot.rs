@@ -87,7 +87,9 @@ mod tests {
         }
         assert_eq!(b.pop_front().map(|c| c.res), Some(0));
         b.push_back(Completion::new(5));
-        let rest: Vec<i32> = std::iter::from_fn(|| b.pop_front()).map(|c| c.res).collect();
+        let rest: Vec<i32> = std::iter::from_fn(|| b.pop_front())
+            .map(|c| c.res)
+            .collect();
         assert_eq!(rest, [1, 2, 3, 4, 5]);
         b.push_back(Completion::new(6));
         assert_eq!(b.pop_front().map(|c| c.res), Some(6));
