@@ -89,19 +89,22 @@ struct Multishot {
     dry: bool,
 }
 
+/// `repr(C)`, in this order: the fields a delivery touches first and
+/// together (see `StreamInner`'s layout).
+#[repr(C)]
 pub(crate) struct Reader {
-    driver: DriverRef,
+    /// stop() was called: never receive again.
+    stopped: bool,
     fd: RawFd,
+    /// Results taken from the kernel, oldest first, not yet delivered.
+    held: VecDeque<Held>,
     /// `None`: single-shot receives only.
     multi: Option<Multishot>,
     /// The single-shot receive in flight.
     op: Option<Op<RecvSpare>>,
     /// A buffer to reuse for the next single-shot receive.
     spare: Option<Vec<u8>>,
-    /// Results taken from the kernel, oldest first, not yet delivered.
-    held: VecDeque<Held>,
-    /// stop() was called: never receive again.
-    stopped: bool,
+    driver: DriverRef,
 }
 
 impl Reader {
