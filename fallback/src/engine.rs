@@ -43,6 +43,8 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::task::{Poll, Waker};
+
+use crate::wakeup::Wakeup;
 use std::time::Duration;
 
 use crate::reactor::{Event, Interest, Reactor};
@@ -50,10 +52,10 @@ use crate::reactor::{Event, Interest, Reactor};
 /// Token of the wake-up eventfd's registration.
 const WAKE_TOKEN: u64 = u64::MAX;
 
-struct Waiter {
+struct Waiter<W> {
     key: u64,
     interest: Interest,
-    waker: Waker,
+    waker: W,
 }
 
 /// What the engine knows of a registered descriptor's readiness.
@@ -124,18 +126,26 @@ impl Readiness {
 /// hottest load of the wait in a profile).
 ///
 /// Invariant: `rest` is empty unless `first` is `Some`.
-#[derive(Default)]
-struct Waiters {
-    first: Option<Waiter>,
-    rest: Vec<Waiter>,
+struct Waiters<W> {
+    first: Option<Waiter<W>>,
+    rest: Vec<Waiter<W>>,
 }
 
-impl Waiters {
+impl<W> Default for Waiters<W> {
+    fn default() -> Self {
+        Waiters {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<W> Waiters<W> {
     fn is_empty(&self) -> bool {
         self.first.is_none()
     }
 
-    fn push(&mut self, w: Waiter) {
+    fn push(&mut self, w: Waiter<W>) {
         if self.first.is_none() {
             self.first = Some(w);
         } else {
@@ -143,11 +153,11 @@ impl Waiters {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Waiter> {
+    fn iter(&self) -> impl Iterator<Item = &Waiter<W>> {
         self.first.iter().chain(self.rest.iter())
     }
 
-    fn find_mut(&mut self, key: u64) -> Option<&mut Waiter> {
+    fn find_mut(&mut self, key: u64) -> Option<&mut Waiter<W>> {
         self.first
             .iter_mut()
             .chain(self.rest.iter_mut())
@@ -158,8 +168,8 @@ impl Waiters {
     /// how many.
     fn remove_if(
         &mut self,
-        mut take: impl FnMut(&Waiter) -> bool,
-        mut out: impl FnMut(Waiter),
+        mut take: impl FnMut(&Waiter<W>) -> bool,
+        mut out: impl FnMut(Waiter<W>),
     ) -> usize {
         let mut n = 0;
         let mut i = 0;
@@ -182,15 +192,23 @@ impl Waiters {
 
 /// Everything the engine holds for one descriptor (all empty for a
 /// descriptor it does not know).
-#[derive(Default)]
-struct FdState {
+struct FdState<W> {
     /// Who waits on it.
-    waiters: Waiters,
+    waiters: Waiters<W>,
     /// `Some` while registered (see the module docs).
     reg: Option<Readiness>,
 }
 
-impl FdState {
+impl<W> Default for FdState<W> {
+    fn default() -> Self {
+        FdState {
+            waiters: Waiters::default(),
+            reg: None,
+        }
+    }
+}
+
+impl<W> FdState<W> {
     /// Neither waited on nor registered.
     fn is_unknown(&self) -> bool {
         self.waiters.is_empty() && self.reg.is_none()
@@ -204,13 +222,13 @@ impl FdState {
 }
 
 /// The entry of `fd` in `fds`, if it has one.
-fn slot_mut(fds: &mut [FdState], fd: RawFd) -> Option<&mut FdState> {
+fn slot_mut<W>(fds: &mut [FdState<W>], fd: RawFd) -> Option<&mut FdState<W>> {
     usize::try_from(fd).ok().and_then(|i| fds.get_mut(i))
 }
 
 /// The entry of `fd` in `fds`, created if needed; `EBADF` for a negative
 /// number.
-fn entry(fds: &mut Vec<FdState>, fd: RawFd) -> io::Result<&mut FdState> {
+fn entry<W>(fds: &mut Vec<FdState<W>>, fd: RawFd) -> io::Result<&mut FdState<W>> {
     let i = usize::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     if i >= fds.len() {
         fds.resize_with(i + 1, FdState::default);
@@ -219,17 +237,20 @@ fn entry(fds: &mut Vec<FdState>, fd: RawFd) -> io::Result<&mut FdState> {
 }
 
 /// Readiness engine over a [`Reactor`].
-pub struct Engine {
+///
+/// `W` is what a parked operation is woken through: a [`Waker`] by
+/// default, or any cheaper handle the caller has (see [`Wakeup`]).
+pub struct Engine<W: Wakeup = Waker> {
     reactor: Reactor,
     /// Waiters and registration per descriptor, indexed by its number
     /// (descriptors are small integers: a lookup is an index, not a
     /// hash).
-    fds: Vec<FdState>,
+    fds: Vec<FdState<W>>,
     /// Waiters parked on descriptors.
     parked: usize,
     /// Wakers of waiters parked on readiness already known: handed out by
     /// the next [`wait`](Self::wait), which then does not block.
-    ready: Vec<Waker>,
+    ready: Vec<W>,
     events: Vec<Event>,
     wake_fd: Option<RawFd>,
 }
@@ -244,9 +265,9 @@ pub fn retry_interrupted<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<
     }
 }
 
-impl Engine {
+impl<W: Wakeup> Engine<W> {
     /// A new engine with its own epoll instance.
-    pub fn new() -> io::Result<Engine> {
+    pub fn new() -> io::Result<Engine<W>> {
         Ok(Engine {
             reactor: Reactor::new()?,
             fds: Vec::new(),
@@ -262,7 +283,7 @@ impl Engine {
         &self.reactor
     }
 
-    fn state(&self, fd: RawFd) -> Option<&FdState> {
+    fn state(&self, fd: RawFd) -> Option<&FdState<W>> {
         usize::try_from(fd).ok().and_then(|i| self.fds.get(i))
     }
 
@@ -361,7 +382,7 @@ impl Engine {
         key: u64,
         fd: RawFd,
         interest: Interest,
-        waker: &Waker,
+        waker: &W,
         attempt: &mut impl FnMut() -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
         let known = self.state(fd).and_then(|s| s.reg);
@@ -394,13 +415,7 @@ impl Engine {
     /// known to be gone, the waker is handed out by the next
     /// [`wait`](Self::wait) without blocking (an edge-triggered
     /// registration would report nothing new).
-    pub fn park(
-        &mut self,
-        key: u64,
-        fd: RawFd,
-        interest: Interest,
-        waker: &Waker,
-    ) -> io::Result<()> {
+    pub fn park(&mut self, key: u64, fd: RawFd, interest: Interest, waker: &W) -> io::Result<()> {
         if fd < 0 {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
@@ -422,7 +437,7 @@ impl Engine {
         match state.waiters.find_mut(key) {
             Some(w) => {
                 w.interest = interest;
-                if !w.waker.will_wake(waker) {
+                if !w.waker.same_as(waker) {
                     w.waker = waker.clone();
                 }
             }
@@ -486,7 +501,7 @@ impl Engine {
     /// operations that may now proceed to `wakers`. Unregistered
     /// descriptors still awaited for another direction are re-armed. If
     /// some waker is ready already, the wait does not block.
-    pub fn wait(&mut self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<()> {
+    pub fn wait(&mut self, timeout: Option<Duration>, wakers: &mut Vec<W>) -> io::Result<()> {
         let timeout = if self.ready.is_empty() {
             timeout
         } else {
@@ -550,7 +565,7 @@ mod tests {
         fn wake(self: Arc<Self>) {}
     }
 
-    fn waiter(key: u64) -> Waiter {
+    fn waiter(key: u64) -> Waiter<Waker> {
         Waiter {
             key,
             interest: Interest::READ,
@@ -558,7 +573,7 @@ mod tests {
         }
     }
 
-    fn keys(w: &Waiters) -> Vec<u64> {
+    fn keys(w: &Waiters<Waker>) -> Vec<u64> {
         w.iter().map(|w| w.key).collect()
     }
 

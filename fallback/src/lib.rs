@@ -46,7 +46,7 @@
 //! use std::task::{Poll, Waker};
 //! use ringloop_fallback::{Engine, Interest};
 //!
-//! let mut engine = Engine::new()?;
+//! let mut engine: Engine = Engine::new()?;
 //! let (mut a, b) = UnixStream::pair()?;
 //! b.set_nonblocking(true)?;
 //! let mut buf = [0u8; 16];
@@ -71,6 +71,8 @@
 mod engine;
 pub mod eventfd;
 mod reactor;
+mod wakeup;
 
 pub use engine::{retry_interrupted, Engine};
 pub use reactor::{Event, Interest, Reactor};
+pub use wakeup::Wakeup;

@@ -18,7 +18,7 @@ fn would_block<T>() -> io::Result<T> {
 
 #[test]
 fn a_parked_waiter_is_woken_once_ready_and_then_removed() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let (count, waker) = counting();
     assert!(e
@@ -43,7 +43,7 @@ fn a_parked_waiter_is_woken_once_ready_and_then_removed() {
 
 #[test]
 fn a_ready_attempt_never_parks() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     (&a).write_all(b"hi").unwrap();
     let (_c, waker) = counting();
@@ -57,7 +57,7 @@ fn a_ready_attempt_never_parks() {
 
 #[test]
 fn errors_other_than_would_block_are_returned() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (_a, b) = pair();
     let (_c, waker) = counting();
     let r = e.poll_io(1, b.as_raw_fd(), Interest::READ, &waker, &mut || {
@@ -71,7 +71,7 @@ fn errors_other_than_would_block_are_returned() {
 
 #[test]
 fn interrupted_attempts_are_retried() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (_a, b) = pair();
     let (_c, waker) = counting();
     let mut tries = 0;
@@ -88,7 +88,7 @@ fn interrupted_attempts_are_retried() {
 
 #[test]
 fn a_reader_and_a_writer_on_one_fd_are_woken_separately() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let (reads, rw) = counting();
     let (writes, ww) = counting();
@@ -126,7 +126,7 @@ fn a_reader_and_a_writer_on_one_fd_are_woken_separately() {
 
 #[test]
 fn cancelled_waiters_are_not_woken() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let (count, waker) = counting();
     assert!(e
@@ -153,7 +153,7 @@ fn a_descriptor_number_reused_after_close_is_armed_again() {
     // The old socket is closed while registered (the kernel drops it from
     // the epoll set); a new socket gets the same number: arming must add
     // it again rather than assume it is still registered.
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let fd = b.as_raw_fd();
     let (_c, waker) = counting();
@@ -183,7 +183,7 @@ fn a_descriptor_number_reused_after_close_is_armed_again() {
 
 #[test]
 fn the_eventfd_ends_a_wait_from_another_thread() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let efd = eventfd::new().unwrap();
     e.set_wake_fd(efd.as_raw_fd()).unwrap();
     let raw = efd.as_raw_fd();
@@ -204,7 +204,7 @@ fn the_eventfd_ends_a_wait_from_another_thread() {
 
 #[test]
 fn a_zero_timeout_wait_returns_at_once() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let mut wakers = Vec::new();
     let started = std::time::Instant::now();
     e.wait(Some(Duration::ZERO), &mut wakers).unwrap();
@@ -214,7 +214,7 @@ fn a_zero_timeout_wait_returns_at_once() {
 
 #[test]
 fn an_empty_interest_waits_only_for_hangup() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors we then own.
     assert_eq!(

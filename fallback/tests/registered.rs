@@ -61,7 +61,7 @@ fn wait(e: &mut Engine, timeout: Duration) -> Vec<Waker> {
 
 #[test]
 fn an_attempt_that_would_block_parks_the_next_poll_without_a_system_call() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let fd = b.as_raw_fd();
     e.register(fd, true);
@@ -120,7 +120,7 @@ fn an_attempt_that_would_block_parks_the_next_poll_without_a_system_call() {
 
 #[test]
 fn a_short_read_of_a_stream_drains_it() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let fd = b.as_raw_fd();
     e.register(fd, true);
@@ -160,7 +160,7 @@ fn a_short_read_of_a_stream_drains_it() {
 
 #[test]
 fn note_drained_is_ignored_unless_the_descriptor_is_a_registered_stream() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let fd = b.as_raw_fd();
     let (_, waker) = counting();
@@ -188,7 +188,7 @@ fn note_drained_is_ignored_unless_the_descriptor_is_a_registered_stream() {
 
 #[test]
 fn a_closed_and_reused_number_starts_afresh_after_deregister() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let n = b.into_raw_fd();
     e.register(n, true);
@@ -235,7 +235,7 @@ fn a_closed_and_reused_number_starts_afresh_after_deregister() {
 
 #[test]
 fn a_deregistered_number_behaves_as_unregistered() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (_a, b) = pair();
     let fd = b.as_raw_fd();
     e.register(fd, true);
@@ -258,7 +258,7 @@ fn a_deregistered_number_behaves_as_unregistered() {
 
 #[test]
 fn registering_a_number_again_starts_afresh() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let n = b.into_raw_fd();
     e.register(n, true);
@@ -330,7 +330,7 @@ fn park_all(e: &mut Engine, fd: RawFd, waker: &Waker) {
 
 #[test]
 fn a_hangup_wakes_both_directions_and_is_not_forgotten() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let fd = b.as_raw_fd();
     e.register(fd, true);
@@ -377,7 +377,7 @@ fn an_error_wakes_both_directions() {
     let (server, _) = listener.accept().unwrap();
     server.set_nonblocking(true).unwrap();
     let fd = server.as_raw_fd();
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     e.register(fd, true);
     fill(fd);
     let (count, waker) = counting();
@@ -417,7 +417,7 @@ fn an_error_wakes_both_directions() {
 
 #[test]
 fn data_a_level_triggered_watcher_leaves_unread_is_reported_again() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let fd = b.as_raw_fd();
     e.register(fd, true);
@@ -450,7 +450,7 @@ fn data_a_level_triggered_watcher_leaves_unread_is_reported_again() {
 
 #[test]
 fn parking_a_registered_descriptor_that_may_be_ready_does_not_hang() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let fd = b.as_raw_fd();
     e.register(fd, true);
@@ -470,7 +470,7 @@ fn parking_a_registered_descriptor_that_may_be_ready_does_not_hang() {
 
 #[test]
 fn waiters_left_at_deregister_stay_parked_one_shot() {
-    let mut e = Engine::new().unwrap();
+    let mut e: Engine = Engine::new().unwrap();
     let (a, b) = pair();
     let fd = b.as_raw_fd();
     e.register(fd, true);

@@ -20,22 +20,20 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use ringloop_fallback::Engine;
 
-use super::{Abandoned, Completion, OpKind, SlotPoll, Wake};
+use super::{Abandoned, Completion, OpKind, SlotPoll, Wake, WakeBy};
 
 /// The epoll driver.
 pub(crate) struct EpollDriver {
     /// `None` once shut down.
-    engine: Option<Engine>,
+    engine: Option<Engine<Wake>>,
     /// Keys are even for operations that use their descriptor, odd for
     /// readiness waits (`OpKind::USES_FD == false`).
     next_key: u64,
-    /// The engine's wakers of one wait, reused.
-    woken: Vec<Waker>,
 }
 
 fn closed() -> io::Error {
@@ -50,7 +48,6 @@ impl EpollDriver {
         Ok(EpollDriver {
             engine: Some(engine),
             next_key: 0,
-            woken: Vec::new(),
         })
     }
 
@@ -62,12 +59,20 @@ impl EpollDriver {
         Ok((self.next_key + u64::from(!T::USES_FD)) as usize)
     }
 
-    pub(crate) fn poll_op<T: OpKind>(&mut self, key: usize, op: &mut T, waker: &Waker) -> SlotPoll {
+    pub(crate) fn poll_op<T: OpKind>(
+        &mut self,
+        key: usize,
+        op: &mut T,
+        by: WakeBy<'_>,
+    ) -> SlotPoll {
         let Some(engine) = self.engine.as_mut() else {
             return SlotPoll::Ready(Completion::new(-libc::ECANCELED));
         };
         let (fd, interest) = op.readiness();
-        match engine.poll_io(key as u64, fd, interest, waker, &mut || op.attempt()) {
+        // A task of this loop is stored by key; another waker is cloned
+        // (the engine keeps an owned handle while the operation waits).
+        let wake = by.to_wake();
+        match engine.poll_io(key as u64, fd, interest, &wake, &mut || op.attempt()) {
             Poll::Pending => SlotPoll::Pending,
             Poll::Ready(Ok(n)) => {
                 if op.drained(n) {
@@ -124,9 +129,7 @@ impl EpollDriver {
             // and the eventfd is drained at the next real wait.
             return Ok(());
         }
-        let waited = engine.wait(timeout, &mut self.woken);
-        wakers.extend(self.woken.drain(..).map(Wake::Waker));
-        waited
+        engine.wait(timeout, wakers)
     }
 
     pub(crate) fn in_flight(&self) -> usize {

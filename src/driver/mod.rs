@@ -167,7 +167,7 @@ impl Driver {
     ) -> SlotPoll {
         match self {
             Driver::Uring(d) => d.poll_slot(key, by),
-            Driver::Epoll(d) => d.poll_op(key, op, by.waker()),
+            Driver::Epoll(d) => d.poll_op(key, op, by),
         }
     }
 

@@ -12,6 +12,10 @@
 //! schedules it by key when the operation finishes, as the waker itself
 //! would have. Any other waker (another loop's task, a combinator's
 //! waker, a foreign executor) is stored as it is.
+//!
+//! Both backends keep [`Wake`]: io_uring in the operation's slot, epoll
+//! in the engine's waiter list (the engine is generic over its wake-up
+//! handle, `ringloop_fallback::Wakeup`).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -28,6 +32,7 @@ pub(crate) struct TaskRef {
 }
 
 /// Whom to wake when an operation finishes.
+#[derive(Clone)]
 pub(crate) enum Wake {
     /// A task of the loop that owns the driver.
     Task(TaskRef),
@@ -36,34 +41,41 @@ pub(crate) enum Wake {
 }
 
 /// Whom a poll asks to wake: [`Wake`] before it is stored (no clone
-/// yet). A task's own waker comes along, for a backend that keeps wakers
-/// (epoll's engine).
+/// yet).
 #[derive(Clone, Copy)]
 pub(crate) enum WakeBy<'a> {
-    Task(TaskRef, &'a Waker),
+    Task(TaskRef),
     Waker(&'a Waker),
 }
 
+impl ringloop_fallback::Wakeup for Wake {
+    fn same_as(&self, other: &Wake) -> bool {
+        match (self, other) {
+            (Wake::Task(a), Wake::Task(b)) => a == b,
+            (Wake::Waker(a), Wake::Waker(b)) => a.will_wake(b),
+            _ => false,
+        }
+    }
+}
+
 impl<'a> WakeBy<'a> {
-    /// The waker itself.
-    pub(crate) fn waker(self) -> &'a Waker {
+    /// The target, owned (a clone of a waker that is not a task's).
+    pub(crate) fn to_wake(self) -> Wake {
         match self {
-            WakeBy::Task(_, w) | WakeBy::Waker(w) => w,
+            WakeBy::Task(t) => Wake::Task(t),
+            WakeBy::Waker(w) => Wake::Waker(w.clone()),
         }
     }
 
     /// Stores this target in `slot`, unless it holds it already.
     pub(crate) fn store(self, slot: &mut Option<Wake>) {
         let same = match (self, &*slot) {
-            (WakeBy::Task(t, _), Some(Wake::Task(old))) => t == *old,
+            (WakeBy::Task(t), Some(Wake::Task(old))) => t == *old,
             (WakeBy::Waker(w), Some(Wake::Waker(old))) => old.will_wake(w),
             _ => false,
         };
         if !same {
-            *slot = Some(match self {
-                WakeBy::Task(t, _) => Wake::Task(t),
-                WakeBy::Waker(w) => Wake::Waker(w.clone()),
-            });
+            *slot = Some(self.to_wake());
         }
     }
 }
@@ -112,7 +124,7 @@ pub(crate) fn wake_by<'a>(driver: &DriverRef, waker: &'a Waker) -> WakeBy<'a> {
                 && std::ptr::eq(p.data, waker.data())
                 && std::ptr::eq(p.vtable, waker.vtable()) =>
         {
-            WakeBy::Task(p.task, waker)
+            WakeBy::Task(p.task)
         }
         _ => WakeBy::Waker(waker),
     }
@@ -148,18 +160,18 @@ mod tests {
             "nothing polled"
         );
         polling(&ours, task, &own, || {
-            assert!(matches!(wake_by(&ours, &own), WakeBy::Task(t, _) if t == task));
-            assert!(matches!(wake_by(&ours, &own.clone()), WakeBy::Task(..)));
+            assert!(matches!(wake_by(&ours, &own), WakeBy::Task(t) if t == task));
+            assert!(matches!(wake_by(&ours, &own.clone()), WakeBy::Task(_)));
             assert!(matches!(wake_by(&ours, &foreign), WakeBy::Waker(_)));
             assert!(matches!(wake_by(&other_driver, &own), WakeBy::Waker(_)));
             // Nested: the inner task is the one polling, then the outer
             // one again.
             let inner = TaskRef { key: 4, id: 10 };
             polling(&ours, inner, &foreign, || {
-                assert!(matches!(wake_by(&ours, &foreign), WakeBy::Task(t, _) if t == inner));
+                assert!(matches!(wake_by(&ours, &foreign), WakeBy::Task(t) if t == inner));
                 assert!(matches!(wake_by(&ours, &own), WakeBy::Waker(_)));
             });
-            assert!(matches!(wake_by(&ours, &own), WakeBy::Task(t, _) if t == task));
+            assert!(matches!(wake_by(&ours, &own), WakeBy::Task(t) if t == task));
         });
         assert!(matches!(wake_by(&ours, &own), WakeBy::Waker(_)), "cleared");
     }
@@ -171,9 +183,9 @@ mod tests {
         WakeBy::Waker(&w).store(&mut slot);
         assert!(matches!(&slot, Some(Wake::Waker(s)) if s.will_wake(&w)));
         let t = TaskRef { key: 1, id: 2 };
-        WakeBy::Task(t, &w).store(&mut slot);
+        WakeBy::Task(t).store(&mut slot);
         assert!(matches!(&slot, Some(Wake::Task(s)) if *s == t));
-        WakeBy::Task(TaskRef { key: 1, id: 3 }, &w).store(&mut slot);
+        WakeBy::Task(TaskRef { key: 1, id: 3 }).store(&mut slot);
         assert!(matches!(&slot, Some(Wake::Task(s)) if s.id == 3));
     }
 }
