@@ -101,15 +101,16 @@ pub(crate) struct StreamInner {
     /// The received buffer `data_received` is being handed (a large one
     /// only): a `write` of a slice of it is queued without copying.
     delivering: RefCell<Option<Rc<ReadBuf>>>,
+    /// Woken when the write buffer shrinks to the low-water mark or
+    /// drains (`sendfile`). Looked at each time the buffer drains, so
+    /// with the hot fields.
+    empty_waiters: RefCell<Vec<Waker>>,
     pub(crate) state: RefCell<State>,
     reader: RefCell<Reader>,
     pub(crate) lp: Weak<LoopInner>,
     /// The socket; taken (closed) after `connection_lost`.
     fd: RefCell<Option<OwnedFd>>,
     protocol_name: &'static str,
-    /// Woken when the write buffer shrinks to the low-water mark or
-    /// drains (`sendfile`).
-    empty_waiters: RefCell<Vec<Waker>>,
     detach: RefCell<Option<DetachHook>>,
     pub(crate) peername: std::cell::OnceCell<Option<SockAddr>>,
     pub(crate) sockname: std::cell::OnceCell<Option<SockAddr>>,
