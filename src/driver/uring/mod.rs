@@ -21,7 +21,7 @@ use slab::Slab;
 use buf_ring::BufRing;
 pub(crate) use probe::Features;
 pub use probe::KernelFeatures;
-use slot::{Backlog, Slot};
+use slot::{Backlog, Entry, Slot};
 use std::rc::Rc;
 
 use super::{Abandoned, Completion, OpKind, SlotPoll, Wake, WakeBy};
@@ -48,7 +48,7 @@ pub(crate) struct UringDriver {
     features: Features,
     /// Each slot with the generation it was filled at and the descriptor
     /// its operation uses (-1 for readiness waits).
-    slots: Slab<(u32, RawFd, Slot)>,
+    slots: Slab<Entry>,
     generation: u32,
     /// Operations the kernel still owns (InFlight or Abandoned slots).
     kernel_owned: usize,
@@ -132,7 +132,11 @@ impl UringDriver {
     /// Asks the kernel to end a multishot operation; its remaining
     /// completions (the last one `ECANCELED`) still arrive in its slot.
     pub(crate) fn cancel_multi(&mut self, key: usize) {
-        let Some(&mut (generation, _, Slot::Multi { ended: false, .. })) = self.slots.get_mut(key)
+        let Some(&mut Entry {
+            generation,
+            slot: Slot::Multi { ended: false, .. },
+            ..
+        }) = self.slots.get_mut(key)
         else {
             return;
         };
@@ -153,7 +157,11 @@ impl UringDriver {
         self.generation = (self.generation + 1) % u32::MAX;
         let generation = self.generation;
         let fd = if T::USES_FD { op.readiness().0 } else { -1 };
-        let key = self.slots.insert((generation, fd, Slot::InFlight(None)));
+        let key = self.slots.insert(Entry {
+            generation,
+            fd,
+            slot: Slot::InFlight(None),
+        });
         if key > u32::MAX as usize {
             self.slots.remove(key);
             return Err(io::Error::other("too many operations in flight"));
@@ -225,7 +233,7 @@ impl UringDriver {
     }
 
     pub(crate) fn poll_slot(&mut self, key: usize, by: WakeBy<'_>) -> SlotPoll {
-        let Some((_, _, slot)) = self.slots.get_mut(key) else {
+        let Some(Entry { slot, .. }) = self.slots.get_mut(key) else {
             // Not ours (the slot was already collected): report a clear
             // error instead of panicking.
             return SlotPoll::Ready(Completion::new(-libc::EBADF));
@@ -256,15 +264,15 @@ impl UringDriver {
         }
         self.generation = (self.generation + 1) % u32::MAX;
         let generation = self.generation;
-        let key = self.slots.insert((
+        let key = self.slots.insert(Entry {
             generation,
             fd,
-            Slot::Multi {
+            slot: Slot::Multi {
                 ready: Backlog::default(),
                 waker: None,
                 ended: false,
             },
-        ));
+        });
         if key > u32::MAX as usize {
             self.slots.remove(key);
             return Err(io::Error::other("too many operations in flight"));
@@ -282,15 +290,15 @@ impl UringDriver {
     /// terminal one (`!c.more()`) frees the slot.
     pub(crate) fn poll_multi(&mut self, key: usize, by: WakeBy<'_>) -> SlotPoll {
         let shut_down = self.ring.is_none();
-        let Some((
-            _,
-            _,
-            Slot::Multi {
-                ready,
-                waker: w,
-                ended,
-            },
-        )) = self.slots.get_mut(key)
+        let Some(Entry {
+            slot:
+                Slot::Multi {
+                    ready,
+                    waker: w,
+                    ended,
+                },
+            ..
+        }) = self.slots.get_mut(key)
         else {
             return SlotPoll::Ready(Completion::new(-libc::EBADF));
         };
@@ -318,7 +326,12 @@ impl UringDriver {
     /// are released now; if the kernel still runs it, it is cancelled and
     /// later completions are released as they arrive.
     pub(crate) fn abandon_multi(&mut self, key: usize, mut release: Box<dyn FnMut(Completion)>) {
-        let Some(&mut (generation, _, ref mut slot)) = self.slots.get_mut(key) else {
+        let Some(&mut Entry {
+            generation,
+            ref mut slot,
+            ..
+        }) = self.slots.get_mut(key)
+        else {
             return;
         };
         let Slot::Multi { ready, ended, .. } = slot else {
@@ -359,7 +372,12 @@ impl UringDriver {
     }
 
     pub(crate) fn abandon(&mut self, key: usize, resources: Box<dyn Abandoned>) {
-        let Some(&mut (generation, _, ref mut slot)) = self.slots.get_mut(key) else {
+        let Some(&mut Entry {
+            generation,
+            ref mut slot,
+            ..
+        }) = self.slots.get_mut(key)
+        else {
             return;
         };
         match slot {
@@ -463,7 +481,7 @@ impl UringDriver {
     }
 
     fn dispatch(
-        slots: &mut Slab<(u32, RawFd, Slot)>,
+        slots: &mut Slab<Entry>,
         kernel_owned: &mut usize,
         wake_armed: &mut bool,
         cqe: cqueue::Entry,
@@ -479,7 +497,12 @@ impl UringDriver {
             data => {
                 let key = (data & u64::from(u32::MAX)) as usize;
                 let generation = (data >> 32) as u32;
-                let Some((slot_generation, _, slot)) = slots.get_mut(key) else {
+                let Some(Entry {
+                    generation: slot_generation,
+                    slot,
+                    ..
+                }) = slots.get_mut(key)
+                else {
                     return;
                 };
                 if *slot_generation != generation {
@@ -539,7 +562,7 @@ impl UringDriver {
     pub(crate) fn fd_busy(&self, fd: RawFd) -> bool {
         self.slots
             .iter()
-            .any(|(_, (_, f, s))| *f == fd && matches!(s, Slot::InFlight(_) | Slot::Multi { .. }))
+            .any(|(_, e)| e.fd == fd && matches!(e.slot, Slot::InFlight(_) | Slot::Multi { .. }))
     }
 
     pub(crate) fn shutdown(&mut self, wakers: &mut Vec<Wake>) {
@@ -549,8 +572,8 @@ impl UringDriver {
         let targets: Vec<u64> = self
             .slots
             .iter()
-            .filter(|(_, (_, _, s))| s.kernel_owned())
-            .map(|(k, (g, _, _))| user_data(k, *g))
+            .filter(|(_, e)| e.slot.kernel_owned())
+            .map(|(k, e)| user_data(k, e.generation))
             .collect();
         for target in targets {
             let cancel = opcode::AsyncCancel::new(target)
@@ -593,7 +616,7 @@ impl UringDriver {
                 outstanding = self.kernel_owned,
                 "ringloop: operations did not finish after cancel; leaking their buffers"
             );
-            for (_, (_, _, slot)) in self.slots.iter_mut() {
+            for (_, Entry { slot, .. }) in self.slots.iter_mut() {
                 if slot.kernel_owned() {
                     match std::mem::replace(slot, Slot::Orphaned) {
                         Slot::Abandoned(res) => std::mem::forget(res),
