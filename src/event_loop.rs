@@ -99,6 +99,8 @@ pub(crate) struct LoopInner {
     clock_resolution: f64,
     remote_buf: RefCell<Vec<Remote>>,
     waker_buf: RefCell<Vec<Wake>>,
+    /// Buffers for transports' single-shot receives (transport/recv_pool.rs).
+    pub(crate) recv_pool: Rc<crate::transport::recv_pool::RecvPool>,
     backend_reason: String,
     /// `add_reader`/`add_writer` registrations.
     pub(crate) watchers: RefCell<crate::watch::Watchers>,
@@ -266,6 +268,7 @@ impl EventLoop {
                 clock_resolution: clock_resolution(),
                 remote_buf: RefCell::new(Vec::new()),
                 waker_buf: RefCell::new(Vec::new()),
+                recv_pool: Rc::default(),
                 backend_reason,
                 watchers: RefCell::new(std::collections::HashMap::new()),
                 signals: RefCell::default(),

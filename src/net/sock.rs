@@ -161,6 +161,11 @@ impl EventLoop {
         self.inner().driver.clone()
     }
 
+    /// The loop's pool of single-shot receive buffers.
+    pub(crate) fn recv_pool(&self) -> std::rc::Rc<crate::transport::recv_pool::RecvPool> {
+        self.inner().recv_pool.clone()
+    }
+
     /// Receives up to `n` bytes (`loop.sock_recv`). An empty result means
     /// the peer closed its side. The future borrows only the socket.
     ///

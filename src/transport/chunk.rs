@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_received_chunk_advances_and_detaches() {
-        let buf = Rc::new(ReadBuf::Heap(b"hello world".to_vec()));
+        let buf = Rc::new(ReadBuf::heap(b"hello world".to_vec()));
         let mut c = Chunk::Received {
             buf: buf.clone(),
             start: 0,

@@ -10,6 +10,7 @@ pub(crate) mod chunk;
 pub(crate) mod chunk_list;
 mod datagram;
 mod read;
+pub(crate) mod recv_pool;
 mod sendfile;
 pub(crate) mod stream;
 pub(crate) mod write_buf;

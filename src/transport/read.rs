@@ -9,12 +9,14 @@
 //!   posts a completion per arrival, each in a buffer the kernel took from
 //!   the loop's ring ([`BufRing`]). An idle connection holds no buffer and
 //!   no re-submission is needed between arrivals. When the ring runs dry
-//!   (`ENOBUFS`) one single-shot receive with a private buffer bridges the
+//!   (`ENOBUFS`) one single-shot receive with a pool buffer bridges the
 //!   gap, then multishot is armed again.
 //! - **single-shot** (epoll, older kernels): at most one receive in
-//!   flight, into a private 64 KiB buffer reused from one receive to the
-//!   next and never zeroed (pages the kernel does not write stay
-//!   unmapped).
+//!   flight, into a 64 KiB buffer of the loop's pool (`recv_pool.rs`),
+//!   never zeroed (pages the kernel does not write stay unmapped). On
+//!   epoll the receive takes the buffer only for its system call, so a
+//!   waiting receive holds none; the most recently returned buffer is
+//!   handed out first, so buffers stay warm in cache.
 //!
 //! When the protocol may not hear data (reading paused, the protocol
 //! busy), what already arrived is held, never dropped; a multishot receive
@@ -31,8 +33,9 @@ use std::task::{Context, Poll};
 
 use io_uring::{cqueue, opcode, types};
 
+use super::recv_pool::{PooledBuf, RecvPool};
 use crate::driver::op::multi::MultiOp;
-use crate::driver::op::recv::RecvSpare;
+use crate::driver::op::recv::RecvPooled;
 use crate::driver::op::{DriverRef, Op};
 use crate::driver::uring::buf_ring::{self, BufRing, RingBuf};
 use crate::driver::Completion;
@@ -45,8 +48,9 @@ pub(crate) const READ_BUF_SIZE: usize = 64 * 1024;
 
 /// Bytes received, borrowed by the protocol.
 pub(crate) enum ReadBuf {
-    /// The transport's own buffer (single-shot receives).
-    Heap(Vec<u8>),
+    /// A buffer of the loop's receive pool (single-shot receives); it
+    /// goes back to the pool on drop.
+    Heap(PooledBuf),
     /// A buffer of the loop's ring; it goes back to the ring on drop.
     Ring(RingBuf),
 }
@@ -58,6 +62,14 @@ impl std::ops::Deref for ReadBuf {
             ReadBuf::Heap(v) => v,
             ReadBuf::Ring(r) => r,
         }
+    }
+}
+
+#[cfg(test)]
+impl ReadBuf {
+    /// `v` as received bytes, in a pool of its own.
+    pub(crate) fn heap(v: Vec<u8>) -> ReadBuf {
+        ReadBuf::Heap(PooledBuf::new(v, Rc::default()))
     }
 }
 
@@ -101,9 +113,9 @@ pub(crate) struct Reader {
     /// `None`: single-shot receives only.
     multi: Option<Multishot>,
     /// The single-shot receive in flight.
-    op: Option<Op<RecvSpare>>,
-    /// A buffer to reuse for the next single-shot receive.
-    spare: Option<Vec<u8>>,
+    op: Option<Op<RecvPooled>>,
+    /// Where single-shot receives take their buffers.
+    pool: Rc<RecvPool>,
     driver: DriverRef,
 }
 
@@ -121,7 +133,7 @@ impl Reader {
                 dry: false,
             }),
             op: None,
-            spare: None,
+            pool: lp.recv_pool(),
             held: VecDeque::new(),
             stopped: false,
         }
@@ -202,14 +214,10 @@ impl Reader {
                 if let Some(m) = self.multi.as_mut() {
                     m.dry = false;
                 }
-                match res {
-                    Ok(0) => {
-                        self.spare = Some(buf);
-                        self.held.push_back(Held::Eof);
-                    }
-                    Ok(_) => self.held.push_back(Held::Data(ReadBuf::Heap(buf))),
-                    Err(e) => {
-                        self.spare = Some(buf);
+                match (res, buf) {
+                    (Ok(_), Some(buf)) => self.held.push_back(Held::Data(ReadBuf::Heap(buf))),
+                    (Ok(_), None) => self.held.push_back(Held::Eof),
+                    (Err(e), _) => {
                         // WouldBlock/Interrupted are spurious: receive again.
                         if !matches!(
                             e.kind(),
@@ -247,21 +255,9 @@ impl Reader {
                 return Ok(());
             }
         }
-        let mut buf = self
-            .spare
-            .take()
-            .unwrap_or_else(|| Vec::with_capacity(READ_BUF_SIZE));
-        buf.clear();
-        match Op::try_submit(&self.driver, RecvSpare { fd: self.fd, buf }) {
-            Ok(op) => {
-                self.op = Some(op);
-                Ok(())
-            }
-            Err((e, op)) => {
-                self.spare = Some(op.buf);
-                Err(e)
-            }
-        }
+        let op = RecvPooled::new(self.fd, self.pool.clone());
+        self.op = Some(Op::submit(&self.driver, op)?);
+        Ok(())
     }
 
     /// Receives, for delivery.
@@ -315,17 +311,6 @@ impl Reader {
         }
     }
 
-    /// Gives a delivered buffer back: a ring buffer returns to the ring;
-    /// a private one is kept for the next single-shot receive, unless
-    /// multishot receives are back (then an idle connection keeps none).
-    pub(crate) fn recycle(&mut self, buf: ReadBuf) {
-        if let ReadBuf::Heap(v) = buf {
-            if self.multi.is_none() {
-                self.spare = Some(v);
-            }
-        }
-    }
-
     /// Never receive again (close, abort): cancels the receives in flight
     /// and drops anything held.
     pub(crate) fn stop(&mut self) {
@@ -340,6 +325,5 @@ impl Reader {
     /// Releases everything (the transport is gone).
     pub(crate) fn shutdown(&mut self) {
         self.stop();
-        self.spare = None;
     }
 }

@@ -704,15 +704,14 @@ impl StreamInner {
                         *self.delivering.borrow_mut() = Some(data.clone());
                         self.call_protocol("data_received", |p| p.data_received(&data));
                         self.delivering.borrow_mut().take();
-                        // Still shared: a write queued it, and the send
-                        // lets it go.
-                        if let Ok(data) = Rc::try_unwrap(data) {
-                            self.reader.borrow_mut().recycle(data);
-                        }
+                        // Dropping it gives the buffer back (to the ring
+                        // or the pool); if a write queued it, its send
+                        // does.
+                        drop(data);
                     }
                     Some(data) => {
                         self.call_protocol("data_received", |p| p.data_received(&data));
-                        self.reader.borrow_mut().recycle(data);
+                        drop(data);
                     }
                     None => {}
                 }

@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn received_buffers_are_sent_in_place_and_let_go() {
         let mut b = WriteBuffer::default();
-        let rx = Rc::new(ReadBuf::Heap((0..=255u8).cycle().take(10_000).collect()));
+        let rx = Rc::new(ReadBuf::heap((0..=255u8).cycle().take(10_000).collect()));
         b.push_slice(b"head:");
         assert!(b.push_received(&rx, 100, 9_100));
         b.push_slice(b":tail");
@@ -403,7 +403,7 @@ mod tests {
     #[test]
     fn at_most_two_received_buffers_are_held() {
         let mut b = WriteBuffer::default();
-        let rx = Rc::new(ReadBuf::Heap(vec![1; 4096]));
+        let rx = Rc::new(ReadBuf::heap(vec![1; 4096]));
         assert!(b.push_received(&rx, 0, 4096));
         assert!(b.push_received(&rx, 0, 4096));
         assert!(!b.push_received(&rx, 0, 4096), "the third is copied");

@@ -6,6 +6,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use io_uring::{opcode, squeue, types};
@@ -15,6 +16,7 @@ use super::sys::check;
 use super::OpKind;
 use crate::buf::IoBufMut;
 use crate::driver::Completion;
+use crate::transport::recv_pool::{PooledBuf, RecvPool};
 
 /// The RECV entry for an owned buffer's spare capacity (the op owns the
 /// buffer, so the memory outlives the operation).
@@ -115,21 +117,38 @@ impl<B: IoBufMut> OpKind for RecvInto<B> {
     }
 }
 
-/// `recv` into the spare capacity of an owned `Vec` (its length is set to
-/// what arrived). The memory is not zeroed first, so pages the kernel
-/// never writes are never made resident: a waiting receive on an idle
-/// connection costs address space, not memory.
-pub(crate) struct RecvSpare {
+/// A stream transport's single-shot receive into a buffer of the loop's
+/// pool (see `transport::recv_pool`).
+///
+/// On io_uring the buffer is taken when the entry is built and owned
+/// while the kernel may write to it. On epoll it is taken for the
+/// system call only: a receive that would block gives it straight back,
+/// so a waiting receive holds no buffer.
+pub(crate) struct RecvPooled {
     pub(crate) fd: RawFd,
-    pub(crate) buf: Vec<u8>,
+    pub(crate) pool: Rc<RecvPool>,
+    buf: Option<Vec<u8>>,
 }
 
-impl OpKind for RecvSpare {
-    type Output = (io::Result<usize>, Vec<u8>);
+impl RecvPooled {
+    pub(crate) fn new(fd: RawFd, pool: Rc<RecvPool>) -> RecvPooled {
+        RecvPooled {
+            fd,
+            pool,
+            buf: None,
+        }
+    }
+}
+
+impl OpKind for RecvPooled {
+    /// The result, and the bytes when there were some.
+    type Output = (io::Result<usize>, Option<PooledBuf>);
 
     fn sqe(&mut self) -> squeue::Entry {
-        self.buf.clear();
-        spare_sqe(self.fd, self.buf.spare_capacity_mut())
+        let pool = &self.pool;
+        let buf = self.buf.get_or_insert_with(|| pool.take());
+        buf.clear();
+        spare_sqe(self.fd, buf.spare_capacity_mut())
     }
 
     fn readiness(&self) -> (RawFd, Interest) {
@@ -137,23 +156,73 @@ impl OpKind for RecvSpare {
     }
 
     fn attempt(&mut self) -> io::Result<u32> {
-        self.buf.clear();
-        spare_recv(self.fd, self.buf.spare_capacity_mut())
+        let mut buf = self.buf.take().unwrap_or_else(|| self.pool.take());
+        buf.clear();
+        let r = spare_recv(self.fd, buf.spare_capacity_mut());
+        match r {
+            Ok(n) if n > 0 => self.buf = Some(buf),
+            _ => self.pool.give(buf),
+        }
+        r
     }
 
     fn drained(&mut self, res: u32) -> bool {
         // The attempt received into the spare capacity of an empty vector.
-        res > 0 && (res as usize) < self.buf.capacity()
+        self.buf
+            .as_ref()
+            .is_some_and(|b| res > 0 && (res as usize) < b.capacity())
     }
 
-    fn complete(mut self, c: Completion) -> (io::Result<usize>, Vec<u8>) {
+    fn complete(mut self, c: Completion) -> (io::Result<usize>, Option<PooledBuf>) {
         let r = c.result().map(|n| n as usize);
-        if let Ok(n) = r {
-            // SAFETY: the kernel initialised `n` bytes from the start of
-            // the spare capacity (the length was 0), and `n` is at most
-            // the length we passed, which is at most the capacity.
-            unsafe { self.buf.set_len(n.min(self.buf.capacity())) };
+        let buf = self.buf.take();
+        match (&r, buf) {
+            (Ok(n), Some(mut buf)) if *n > 0 => {
+                // SAFETY: the kernel initialised `n` bytes from the start
+                // of the spare capacity (the length was 0), and `n` is at
+                // most the length we passed, which is at most the
+                // capacity.
+                unsafe { buf.set_len((*n).min(buf.capacity())) };
+                (r, Some(PooledBuf::new(buf, self.pool.clone())))
+            }
+            (_, buf) => {
+                if let Some(buf) = buf {
+                    self.pool.give(buf);
+                }
+                (r, None)
+            }
         }
-        (r, self.buf)
+    }
+}
+
+#[cfg(test)]
+mod pooled_tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn a_receive_that_would_block_holds_no_buffer() {
+        let (mut a, b) = UnixStream::pair().expect("socketpair");
+        let pool = Rc::new(RecvPool::default());
+        let mut op = RecvPooled::new(b.as_raw_fd(), pool.clone());
+        let e = op.attempt().expect_err("nothing to read");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(op.buf.is_none(), "the buffer went back");
+        assert_eq!(pool.kept(), 1);
+
+        a.write_all(b"ping").expect("write");
+        let n = op.attempt().expect("data");
+        assert_eq!(n, 4);
+        assert!(op.drained(n), "less than asked for: the socket is empty");
+        assert_eq!(pool.kept(), 0, "the buffer is in use");
+        let (r, buf) = op.complete(Completion::new(4));
+        assert_eq!(r.expect("ok"), 4);
+        let buf = buf.expect("bytes");
+        assert_eq!(&*buf, b"ping");
+        drop(buf);
+        assert_eq!(pool.kept(), 1, "delivered bytes go back on drop");
     }
 }
