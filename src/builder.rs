@@ -73,7 +73,7 @@ impl EventLoopBuilder {
     /// buffers the kernel takes from this ring only when data arrives, so
     /// an idle connection holds none. A completion carries at most `size`
     /// bytes; when every buffer is in use a transport receives once into
-    /// a private buffer instead, so a small ring costs speed, never data.
+    /// a pooled buffer instead, so a small ring costs speed, never data.
     /// Ignored on epoll.
     ///
     /// ```

@@ -41,7 +41,7 @@ use crate::driver::uring::buf_ring::{self, BufRing, RingBuf};
 use crate::driver::Completion;
 use crate::event_loop::EventLoop;
 
-/// Size of a transport's private receive buffer (asyncio reads up to
+/// Size of a single-shot receive buffer (asyncio reads up to
 /// 256 KiB; 64 KiB keeps per-connection address space down and is plenty
 /// per step).
 pub(crate) const READ_BUF_SIZE: usize = 64 * 1024;
@@ -172,7 +172,7 @@ impl Reader {
                     m.ring.release(bid);
                 }
                 match e.raw_os_error() {
-                    // The ring is empty: bridge with one private buffer.
+                    // The ring is empty: bridge with one pool buffer.
                     Some(libc::ENOBUFS) => m.dry = true,
                     // We cancelled it (paused): armed again on resume.
                     Some(libc::ECANCELED) if m.cancelling => {}
