@@ -158,7 +158,7 @@ impl Driver {
     }
 
     /// Drives an operation: io_uring checks its slot, epoll tries its
-    /// system call. Registers `waker` when still pending.
+    /// system call. Registers whom to wake (`by`) when still pending.
     pub(crate) fn poll_op<T: OpKind>(
         &mut self,
         key: usize,

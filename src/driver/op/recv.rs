@@ -178,11 +178,10 @@ impl OpKind for RecvPooled {
         let buf = self.buf.take();
         match (&r, buf) {
             (Ok(n), Some(mut buf)) if *n > 0 => {
-                // SAFETY: the kernel initialised `n` bytes from the start
-                // of the spare capacity (the length was 0), and `n` is at
-                // most the length we passed, which is at most the
-                // capacity.
-                unsafe { buf.set_len((*n).min(buf.capacity())) };
+                let len = (*n).min(buf.capacity());
+                // SAFETY: the kernel initialised `n` bytes at the start of
+                // the spare capacity (length 0); `len` <= `n` and capacity.
+                unsafe { buf.set_len(len) };
                 (r, Some(PooledBuf::new(buf, self.pool.clone())))
             }
             (_, buf) => {
