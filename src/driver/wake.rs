@@ -109,10 +109,16 @@ pub(crate) fn polling<R>(
         data: waker.data(),
         vtable: waker.vtable(),
     };
-    let before = POLLING.with(|p| p.replace(Some(now)));
-    let out = f();
-    POLLING.with(|p| p.set(before));
-    out
+    /// Puts the previous record back, even if `f` unwinds.
+    struct Restore(Option<Polling>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0;
+            POLLING.with(|p| p.set(before));
+        }
+    }
+    let _restore = Restore(POLLING.with(|p| p.replace(Some(now))));
+    f()
 }
 
 /// Whom an operation of `driver` polled with `waker` should wake.
@@ -174,6 +180,17 @@ mod tests {
             assert!(matches!(wake_by(&ours, &own), WakeBy::Task(t) if t == task));
         });
         assert!(matches!(wake_by(&ours, &own), WakeBy::Waker(_)), "cleared");
+    }
+
+    #[test]
+    fn the_record_is_restored_when_a_poll_unwinds() {
+        let d = driver();
+        let w = Waker::from(Arc::new(Nop));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            polling(&d, TaskRef { key: 0, id: 1 }, &w, || panic!("boom"))
+        }));
+        assert!(r.is_err());
+        assert!(matches!(wake_by(&d, &w), WakeBy::Waker(_)));
     }
 
     #[test]
