@@ -48,7 +48,7 @@ impl ChunkList {
 
     /// The chunks in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Chunk> {
-        self.first.iter().chain(self.rest.iter())
+        self.into_iter()
     }
 
     /// Removes every chunk, last first (the order in which unsent ones

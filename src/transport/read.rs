@@ -321,9 +321,4 @@ impl Reader {
         }
         self.held.clear();
     }
-
-    /// Releases everything (the transport is gone).
-    pub(crate) fn shutdown(&mut self) {
-        self.stop();
-    }
 }

@@ -464,7 +464,7 @@ impl StreamInner {
     fn stop_io(&self) {
         let send = self.send.borrow_mut().take();
         drop(send);
-        self.reader.borrow_mut().shutdown();
+        self.reader.borrow_mut().stop();
     }
 
     /// Releases everything: operations, protocol, socket, server slot.
