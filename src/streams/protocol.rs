@@ -175,6 +175,9 @@ impl FlowState {
 /// ```
 pub struct StreamReaderProtocol {
     reader: Option<Rc<ReaderInner>>,
+    /// The connection, between `connection_made` and `connection_lost`:
+    /// asked for received data as `Bytes` (no copy into the reader).
+    transport: Option<Transport>,
     flow: Rc<FlowState>,
     client_connected_cb: Option<ClientConnectedCb>,
 }
@@ -184,6 +187,7 @@ impl StreamReaderProtocol {
     pub fn new(reader: StreamReader) -> StreamReaderProtocol {
         StreamReaderProtocol {
             reader: Some(reader.inner),
+            transport: None,
             flow: FlowState::new(),
             client_connected_cb: None,
         }
@@ -205,6 +209,7 @@ impl StreamReaderProtocol {
     pub(crate) fn with_shared_cb(reader: StreamReader, cb: ClientConnectedCb) -> Self {
         StreamReaderProtocol {
             reader: Some(reader.inner),
+            transport: None,
             flow: FlowState::new(),
             client_connected_cb: Some(cb),
         }
@@ -234,6 +239,8 @@ impl BaseProtocol for StreamReaderProtocol {
         if inner.set_transport(transport.clone()).is_err() {
             tracing::warn!(target: "ringloop", "StreamReader reused: its transport was already set");
         }
+        transport.inner.set_share_received();
+        self.transport = Some(transport.clone());
         let Some(cb) = self.client_connected_cb.clone() else {
             return;
         };
@@ -252,6 +259,7 @@ impl BaseProtocol for StreamReaderProtocol {
     }
 
     fn connection_lost(&mut self, error: Option<io::Error>) {
+        self.transport = None;
         if let Some(reader) = self.reader.take() {
             match &error {
                 None => reader.feed_eof(),
@@ -273,7 +281,14 @@ impl BaseProtocol for StreamReaderProtocol {
 impl Protocol for StreamReaderProtocol {
     fn data_received(&mut self, data: &[u8]) {
         if let Some(reader) = &self.reader {
-            reader.feed_data(data);
+            match self
+                .transport
+                .as_ref()
+                .and_then(|t| t.inner.shared_received(data))
+            {
+                Some(bytes) => reader.feed_bytes(bytes),
+                None => reader.feed_data(data),
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 
+use super::buffer::RxBuffer;
 use super::error::{copy_io_error, StreamError};
 use super::writer::ConnGuard;
 use super::DEFAULT_LIMIT;
@@ -32,7 +33,7 @@ struct Waiter {
 }
 
 struct State {
-    buffer: BytesMut,
+    buffer: RxBuffer,
     eof: bool,
     waiter: Option<Waiter>,
     exception: Option<io::Error>,
@@ -168,13 +169,23 @@ impl ReaderInner {
     }
 
     pub(crate) fn feed_data(&self, data: &[u8]) {
+        self.feed(data.len(), |b| b.push_slice(data));
+    }
+
+    /// `feed_data` of received `Bytes`: kept without copying when the
+    /// buffer is empty.
+    pub(crate) fn feed_bytes(&self, data: Bytes) {
+        self.feed(data.len(), |b| b.push_bytes(data));
+    }
+
+    fn feed(&self, len: usize, push: impl FnOnce(&mut RxBuffer)) {
         let pause = {
             let mut st = self.state.borrow_mut();
             assert!(!st.eof, "feed_data after feed_eof");
-            if data.is_empty() {
+            if len == 0 {
                 return;
             }
-            st.buffer.extend_from_slice(data);
+            push(&mut st.buffer);
             Self::wakeup_waiter(&mut st, Outcome::Data);
             if !st.paused && st.buffer.len() > 2 * self.limit {
                 match st.transport.clone() {
@@ -267,7 +278,7 @@ impl ReaderInner {
         let data = {
             let mut st = self.state.borrow_mut();
             let n = n.min(st.buffer.len());
-            st.buffer.split_to(n).freeze()
+            st.buffer.split_to(n)
         };
         self.maybe_resume_transport();
         data
@@ -334,7 +345,7 @@ impl StreamReader {
             inner: Rc::new(ReaderInner {
                 limit,
                 state: RefCell::new(State {
-                    buffer: BytesMut::new(),
+                    buffer: RxBuffer::default(),
                     eof: false,
                     waiter: None,
                     exception: None,
@@ -456,7 +467,7 @@ impl StreamReader {
                 {
                     let mut st = self.inner.state.borrow_mut();
                     if st.buffer[consumed.min(st.buffer.len())..].starts_with(SEP) {
-                        let _ = st.buffer.split_to(consumed + SEP.len());
+                        st.buffer.split_to(consumed + SEP.len());
                     } else {
                         st.buffer.clear();
                     }
@@ -505,7 +516,7 @@ impl StreamReader {
                     }
                 }
                 if st.eof {
-                    let partial = st.buffer.split().freeze();
+                    let partial = st.buffer.take_all();
                     drop(st);
                     self.inner.maybe_resume_transport();
                     return Err(StreamError::IncompleteRead {
@@ -541,7 +552,7 @@ impl StreamReader {
                     break;
                 }
                 if st.eof {
-                    let partial = st.buffer.split().freeze();
+                    let partial = st.buffer.take_all();
                     drop(st);
                     self.inner.maybe_resume_transport();
                     return Err(StreamError::IncompleteRead {

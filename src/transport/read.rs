@@ -31,6 +31,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use io_uring::{cqueue, opcode, types};
 
 use super::recv_pool::{PooledBuf, RecvPool};
@@ -61,6 +62,19 @@ impl std::ops::Deref for ReadBuf {
         match self {
             ReadBuf::Heap(v) => v,
             ReadBuf::Ring(r) => r,
+        }
+    }
+}
+
+impl ReadBuf {
+    /// The bytes as `Bytes` without copying, when that is cheap and
+    /// bounded: a pool buffer always (it leaves the pool), a ring buffer
+    /// while less than half the ring is lent (see `buf_ring.rs`). Else
+    /// `self` back.
+    pub(crate) fn into_bytes(self) -> Result<Bytes, ReadBuf> {
+        match self {
+            ReadBuf::Heap(v) => Ok(v.into_bytes()),
+            ReadBuf::Ring(r) => r.lend().map_err(ReadBuf::Ring),
         }
     }
 }
@@ -297,6 +311,27 @@ impl Reader {
             }
         }
         while self.collect(cx) {}
+    }
+
+    /// Receives without delivering: true if a result is waiting.
+    /// Otherwise a receive is in flight (unless receiving stopped) and
+    /// the waker is registered for its completion.
+    pub(crate) fn has_pending(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if !self.held.is_empty() {
+                return true;
+            }
+            if self.stopped {
+                return false;
+            }
+            if let Err(e) = self.start() {
+                self.held.push_back(Held::Error(e));
+                return true;
+            }
+            if !self.collect(cx) {
+                return false;
+            }
+        }
     }
 
     /// The data [`poll`](Self::poll) announced.

@@ -19,6 +19,8 @@ use std::cell::RefCell;
 use std::ops::Deref;
 use std::rc::Rc;
 
+use bytes::Bytes;
+
 use super::read::READ_BUF_SIZE;
 
 /// Buffers kept for reuse at most (4 MiB of address space); more are
@@ -68,6 +70,17 @@ impl PooledBuf {
     }
 }
 
+impl PooledBuf {
+    /// The received bytes as `Bytes`, without copying: the buffer leaves
+    /// the pool for good, shrunk to its length (glibc shrinks a heap
+    /// block in place).
+    pub(crate) fn into_bytes(mut self) -> Bytes {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.shrink_to_fit();
+        Bytes::from(buf)
+    }
+}
+
 impl Deref for PooledBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -102,6 +115,20 @@ mod tests {
         let again = pool.take();
         assert_eq!(again.as_ptr(), pa);
         assert!(again.is_empty() && again.capacity() >= READ_BUF_SIZE);
+    }
+
+    #[test]
+    fn a_buffer_turned_into_bytes_leaves_the_pool() {
+        let pool = Rc::new(RecvPool::default());
+        let mut v = pool.take();
+        v.extend_from_slice(b"payload");
+        let held = PooledBuf::new(v, pool.clone());
+        let bytes = held.into_bytes();
+        assert_eq!(&bytes[..], b"payload");
+        assert_eq!(pool.kept(), 0, "not given back: the bytes own it");
+        // Usable from another thread.
+        let back = std::thread::spawn(move || bytes.len()).join().unwrap();
+        assert_eq!(back, 7);
     }
 
     #[test]

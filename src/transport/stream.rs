@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use socket2::SockAddr;
 
 use super::chunk::offset_within;
@@ -43,6 +44,25 @@ const CONNLOST_WARN_AFTER: u32 = 5;
 /// [`StreamInner::write_slice`]); below it, copying costs less than
 /// sharing.
 const SHARE_FROM: usize = 2048;
+
+/// A received buffer being handed to `data_received`.
+#[derive(Clone)]
+enum Delivering {
+    /// Shared within the loop (a `write` of it holds the buffer).
+    Buf(Rc<ReadBuf>),
+    /// Turned into `Bytes`, for a protocol that keeps what it receives.
+    Bytes(Bytes),
+}
+
+impl std::ops::Deref for Delivering {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Delivering::Buf(b) => b,
+            Delivering::Bytes(b) => b,
+        }
+    }
+}
 
 /// Called when a transport is gone, to let its server count it out.
 pub(crate) type DetachHook = Box<dyn FnOnce()>;
@@ -92,6 +112,10 @@ pub(crate) struct StreamInner {
     /// `send` was submitted and not polled yet (on epoll, not even
     /// attempted): someone must poll it.
     send_unpolled: Cell<bool>,
+    /// The protocol keeps what it receives (the streams reader): a large
+    /// delivery becomes `Bytes` first, which it can keep without a copy
+    /// (see [`StreamInner::shared_received`]).
+    share_received: Cell<bool>,
     pub(crate) raw_fd: RawFd,
     /// The pump task's waker (set at its first run).
     pump_waker: RefCell<Option<Waker>>,
@@ -100,7 +124,7 @@ pub(crate) struct StreamInner {
     protocol: RefCell<Option<Rc<RefCell<dyn Protocol>>>>,
     /// The received buffer `data_received` is being handed (a large one
     /// only): a `write` of a slice of it is queued without copying.
-    delivering: RefCell<Option<Rc<ReadBuf>>>,
+    delivering: RefCell<Option<Delivering>>,
     /// Woken when the write buffer shrinks to the low-water mark or
     /// drains (`sendfile`). Looked at each time the buffer drains, so
     /// with the hot fields.
@@ -192,6 +216,7 @@ impl StreamInner {
             in_pump: Cell::new(false),
             flush_queued: Cell::new(false),
             send_unpolled: Cell::new(false),
+            share_received: Cell::new(false),
             finished: Cell::new(false),
             empty_waiters: RefCell::new(Vec::new()),
             detach: RefCell::new(detach),
@@ -276,15 +301,38 @@ impl StreamInner {
             let delivering = self.delivering.borrow().clone();
             if let Some(rx) = delivering {
                 if let Some(start) = offset_within(&rx, data) {
-                    return self.write_with(data.len(), |b| {
-                        if !b.push_received(&rx, start, start + data.len()) {
-                            b.push_slice(data);
+                    let end = start + data.len();
+                    return self.write_with(data.len(), |b| match &rx {
+                        Delivering::Buf(buf) => {
+                            if !b.push_received(buf, start, end) {
+                                b.push_slice(data);
+                            }
                         }
+                        Delivering::Bytes(bytes) => b.push_bytes(bytes.slice(start..end)),
                     });
                 }
             }
         }
         self.write_with(data.len(), |b| b.push_slice(data))
+    }
+
+    /// Asks that large deliveries be handed as `Bytes` the protocol can
+    /// keep (the streams reader sets it in `connection_made`).
+    pub(crate) fn set_share_received(&self) {
+        self.share_received.set(true);
+    }
+
+    /// `data` as `Bytes` without copying, when it is (part of) what
+    /// `data_received` is being handed and that was turned into `Bytes`
+    /// (see [`set_share_received`](Self::set_share_received)).
+    pub(crate) fn shared_received(&self, data: &[u8]) -> Option<Bytes> {
+        match self.delivering.borrow().as_ref()? {
+            Delivering::Bytes(bytes) => {
+                let start = offset_within(bytes, data)?;
+                Some(bytes.slice(start..start + data.len()))
+            }
+            Delivering::Buf(_) => None,
+        }
     }
 
     /// `write`: queue, wake the pump, maybe pause the protocol.
@@ -658,6 +706,16 @@ impl StreamInner {
             }
         }
         self.in_pump.set(true);
+        // A protocol that keeps what it receives (the streams reader)
+        // hears one delivery per run, as asyncio's transports deliver
+        // one receive per iteration: its task takes the data before the
+        // next delivery, so that one arrives in an empty buffer and is
+        // kept without a copy (see `streams/buffer.rs`).
+        let mut deliveries = if self.share_received.get() {
+            1
+        } else {
+            u32::MAX
+        };
         loop {
             // Sends first: a finished send lets its received buffers go
             // before new data arrives to be written.
@@ -665,7 +723,20 @@ impl StreamInner {
             if self.finished.get() {
                 break;
             }
+            if deliveries == 0 {
+                if self.reader.borrow_mut().has_pending(cx) {
+                    // The rest in the next iteration.
+                    cx.waker().wake_by_ref();
+                }
+                if wrote {
+                    continue;
+                }
+                break;
+            }
             let read = self.drive_read(cx);
+            if read {
+                deliveries -= 1;
+            }
             if self.finished.get() || !(read || wrote) {
                 break;
             }
@@ -700,7 +771,14 @@ impl StreamInner {
                 let data = self.reader.borrow_mut().take_data();
                 match data {
                     Some(data) if data.len() >= SHARE_FROM => {
-                        let data = Rc::new(data);
+                        let data = if self.share_received.get() {
+                            match data.into_bytes() {
+                                Ok(bytes) => Delivering::Bytes(bytes),
+                                Err(data) => Delivering::Buf(Rc::new(data)),
+                            }
+                        } else {
+                            Delivering::Buf(Rc::new(data))
+                        };
                         *self.delivering.borrow_mut() = Some(data.clone());
                         self.call_protocol("data_received", |p| p.data_received(&data));
                         self.delivering.borrow_mut().take();

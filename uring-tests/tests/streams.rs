@@ -968,3 +968,74 @@ fn loop_close_with_pending_stream_tasks_releases_everything() {
     drop(lp);
     drop(tl); // no error was reported
 }
+
+/// Received data reaches the reader without a copy where it can (a
+/// lent receive buffer, see `buf_ring.rs`, or a pool buffer on epoll).
+/// Whatever a read returned must stay intact however long it is kept,
+/// while more data flows through the same receive buffers, and dropping
+/// it on another thread must give the buffer back without harm. A tiny
+/// ring (8 buffers of 4 KiB, at most 4 lent) makes the connection reuse
+/// every buffer many times and run out of lendable ones.
+#[test]
+fn kept_reads_stay_intact_while_more_data_arrives() {
+    let lp = EventLoop::builder().recv_buffers(8, 4096).build().unwrap();
+    let tl = TestLoop::from_loop(lp);
+    let (reader, writer, mut peer) = connect_to_std(&tl, DEFAULT_LIMIT);
+    const TOTAL: usize = 2 << 20;
+    let data = pattern(TOTAL, 29);
+    let sent = data.clone();
+    let feeder = std::thread::spawn(move || {
+        // Pieces of various sizes, so deliveries are small and large.
+        let mut at = 0;
+        let mut n = 0;
+        while at < sent.len() {
+            let len = [100, 3000, 4096, 9000, 20000][n % 5].min(sent.len() - at);
+            peer.write_all(&sent[at..at + len]).unwrap();
+            at += len;
+            n += 1;
+            if n % 16 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        peer
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<bytes::Bytes>();
+    let dropper = std::thread::spawn(move || rx.iter().map(|b| b.len()).sum::<usize>());
+    let kept = tl.block_on(async move {
+        let mut kept = Vec::new();
+        let mut got = 0;
+        let mut i = 0;
+        while got < TOTAL {
+            let piece = reader.read(64 * 1024).await.unwrap();
+            assert!(!piece.is_empty(), "early EOF after {got} bytes");
+            got += piece.len();
+            i += 1;
+            // Every third read is dropped on another thread; the rest
+            // are kept to the end.
+            if i % 3 == 0 {
+                tx.send(piece).unwrap();
+            } else {
+                kept.push((got - piece.len(), piece));
+            }
+        }
+        drop(tx);
+        drop(writer);
+        kept
+    });
+    let mut peer = feeder.join().unwrap();
+    let dropped = dropper.join().unwrap();
+    let mut checked = 0;
+    for (at, piece) in &kept {
+        assert!(
+            piece[..] == data[*at..*at + piece.len()],
+            "bytes kept from offset {at} ({} bytes) changed",
+            piece.len()
+        );
+        checked += piece.len();
+    }
+    assert_eq!(checked + dropped, TOTAL);
+    // The writer's drop closed the connection.
+    let mut rest = Vec::new();
+    peer.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}

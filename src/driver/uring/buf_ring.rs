@@ -7,17 +7,27 @@
 //! `data_received` as a [`RingBuf`] and the buffer goes back to the ring
 //! when that value drops (after the callback returns).
 //!
+//! A buffer can also be *lent* for longer, as [`Bytes`]
+//! ([`RingBuf::lend`]): the streams reader keeps received data that way
+//! instead of copying it. A lent buffer may be dropped on any thread;
+//! it comes back through a locked queue the loop drains each iteration
+//! ([`BufRing::reclaim`]). At most half the ring is lent at once, so the
+//! receives of every connection always have buffers to take.
+//!
 //! Memory: by default 256 buffers of 64 KiB
 //! ([`EventLoopBuilder::recv_buffers`](crate::EventLoopBuilder::recv_buffers)),
 //! reserved with `mmap` and made resident page by page as the kernel
 //! first fills them (16 MiB of address space; what is resident is bounded
 //! by the busiest moment, not by the number of connections).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::ptr::NonNull;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
 
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
@@ -53,6 +63,15 @@ impl Mapping {
     }
 }
 
+// SAFETY: a `Mapping` is an address range and its length, never changed
+// after `new`. Who may read or write the bytes inside is decided by the
+// ring protocol (the kernel fills a buffer only while it is in the ring)
+// and by the holders of a `RingBuf` or a `Lease`, not by the mapping.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`: `&Mapping` gives access to nothing but the
+// address and the length.
+unsafe impl Sync for Mapping {}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` are exactly the mapping `new` created, and
@@ -71,14 +90,40 @@ pub(crate) struct BufRing {
     /// `entries` ring entries (`struct io_uring_buf`), page aligned.
     ring: Mapping,
     /// `entries * buf_size` bytes of buffers; buffer `bid` at
-    /// `bid * buf_size`.
-    bufs: Mapping,
+    /// `bid * buf_size`. Shared with the lent buffers, which may outlive
+    /// the ring.
+    bufs: Arc<Mapping>,
     /// Buffers in the ring (a power of two, at most 32,768).
     entries: u16,
     /// Bytes per buffer: one completion carries at most this much.
     buf_size: usize,
     /// Our copy of the ring's tail (the kernel only reads it).
     tail: Cell<u16>,
+    /// Buffers lent as `Bytes` and not yet reclaimed.
+    lent: Cell<u16>,
+    /// Where lent buffers come back.
+    returns: Arc<Returns>,
+    /// Scratch for `reclaim` (swapped with the queue, so neither side
+    /// allocates in the steady state).
+    reclaimed: RefCell<Vec<u16>>,
+}
+
+/// Lent buffers given back, from any thread.
+#[derive(Default)]
+struct Returns {
+    /// Something is queued (read without the lock each iteration).
+    pending: AtomicBool,
+    bids: Mutex<Vec<u16>>,
+}
+
+impl Returns {
+    fn push(&self, bid: u16) {
+        // A panic while the lock was held cannot leave the Vec invalid:
+        // carry on with it.
+        let mut bids = self.bids.lock().unwrap_or_else(PoisonError::into_inner);
+        bids.push(bid);
+        self.pending.store(true, Ordering::Release);
+    }
 }
 
 impl BufRing {
@@ -100,8 +145,11 @@ impl BufRing {
         let entry_size = std::mem::size_of::<BufRingEntry>();
         let br = BufRing {
             ring: Mapping::new(usize::from(entries) * entry_size)?,
-            bufs: Mapping::new(usize::from(entries) * buf_size)?,
+            bufs: Arc::new(Mapping::new(usize::from(entries) * buf_size)?),
             tail: Cell::new(0),
+            lent: Cell::new(0),
+            returns: Arc::default(),
+            reclaimed: RefCell::default(),
             entries,
             buf_size,
         };
@@ -181,6 +229,37 @@ impl BufRing {
         })
     }
 
+    /// Puts the lent buffers given back since the last call into the
+    /// ring again. The driver calls it before each submission.
+    pub(crate) fn reclaim(&self) {
+        if !self.returns.pending.load(Ordering::Acquire) {
+            return;
+        }
+        let mut scratch = self.reclaimed.borrow_mut();
+        {
+            let mut bids = self
+                .returns
+                .bids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::swap(&mut *bids, &mut *scratch);
+            self.returns.pending.store(false, Ordering::Relaxed);
+        }
+        for bid in scratch.drain(..) {
+            if bid < self.entries {
+                self.push(bid);
+                self.lent.set(self.lent.get().saturating_sub(1));
+            }
+        }
+        self.publish();
+    }
+
+    /// Buffers lent and not yet reclaimed.
+    #[cfg(test)]
+    pub(crate) fn lent(&self) -> u16 {
+        self.lent.get()
+    }
+
     /// Returns the buffer of a completion nobody will read.
     pub(crate) fn release(&self, bid: u16) {
         if bid < self.entries {
@@ -207,8 +286,116 @@ impl std::ops::Deref for RingBuf {
     }
 }
 
+impl RingBuf {
+    /// The buffer as `Bytes`, without copying, if fewer than half the
+    /// ring's buffers are lent already; else `self` back. The buffer
+    /// returns to the ring once the last `Bytes` sharing it is dropped
+    /// (on any thread) and the loop next reclaims.
+    pub(crate) fn lend(self) -> Result<Bytes, RingBuf> {
+        let ring = &self.ring;
+        if ring.lent.get() >= ring.entries / 2 {
+            return Err(self);
+        }
+        ring.lent.set(ring.lent.get() + 1);
+        let lease = Lease {
+            bufs: ring.bufs.clone(),
+            returns: ring.returns.clone(),
+            offset: usize::from(self.bid) * ring.buf_size,
+            len: self.len,
+            bid: self.bid,
+        };
+        // The lease gives the buffer back now, not this value.
+        std::mem::forget(self);
+        Ok(Bytes::from_owner(lease))
+    }
+}
+
 impl Drop for RingBuf {
     fn drop(&mut self) {
         self.ring.give_back(self.bid);
+    }
+}
+
+/// A lent buffer: owns buffer `bid` until dropped, then queues it for
+/// [`BufRing::reclaim`].
+struct Lease {
+    bufs: Arc<Mapping>,
+    returns: Arc<Returns>,
+    /// `bid * buf_size`.
+    offset: usize,
+    len: usize,
+    bid: u16,
+}
+
+impl AsRef<[u8]> for Lease {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `offset + len` lies inside `bufs` (`bid < entries` and
+        // `len <= buf_size`, checked when the `RingBuf` was made), which
+        // the `Arc` keeps mapped. The buffer is out of the ring (the
+        // kernel filled it and will not touch it until it is pushed back
+        // after this lease drops), and nothing else writes it.
+        unsafe { std::slice::from_raw_parts(self.bufs.ptr.as_ptr().add(self.offset), self.len) }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.returns.push(self.bid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring of 4 buffers of 64 bytes, or `None` (with a note) where the
+    /// kernel has no io_uring or no provided buffer rings.
+    fn small_ring() -> Option<(IoUring, Rc<BufRing>)> {
+        let ring = match IoUring::new(8) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("skipped: no io_uring here ({e})");
+                return None;
+            }
+        };
+        match BufRing::register(&ring, 4, 64) {
+            Ok(br) => Some((ring, br)),
+            Err(e) => {
+                eprintln!("skipped: no provided buffer ring ({e})");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn lent_buffers_come_back_from_any_thread_and_at_most_half_are_lent() {
+        let Some((_ring, br)) = small_ring() else {
+            return;
+        };
+        assert_eq!(br.tail.get(), 4, "all four in the ring");
+        let a = br.take(0, 10).unwrap().lend().ok().unwrap();
+        let b = br.take(1, 64).unwrap().lend().ok().unwrap();
+        assert_eq!(a.as_ptr(), br.buf_ptr(0).cast_const());
+        assert_eq!((a.len(), b.len()), (10, 64));
+        assert_eq!(br.lent(), 2);
+        // Half the ring is lent: the third stays a plain ring buffer,
+        // which goes back when dropped.
+        let c = br.take(2, 5).unwrap().lend();
+        assert!(c.is_err(), "no more than half lent");
+        drop(c);
+        assert_eq!(br.tail.get(), 5);
+
+        // A slice keeps the buffer lent after the original is gone.
+        let part = a.slice(2..4);
+        drop(a);
+        br.reclaim();
+        assert_eq!((br.lent(), br.tail.get()), (2, 5));
+        std::thread::spawn(move || drop((part, b))).join().unwrap();
+        assert_eq!(br.lent(), 2, "not back before the loop reclaims");
+        br.reclaim();
+        assert_eq!((br.lent(), br.tail.get()), (0, 7), "both pushed back");
+        br.reclaim();
+        assert_eq!(br.tail.get(), 7, "nothing pushed twice");
+        assert!(br.take(3, 1).unwrap().lend().is_ok(), "lending again");
     }
 }

@@ -418,6 +418,11 @@ impl UringDriver {
         wakers: &mut Vec<Wake>,
     ) -> io::Result<()> {
         wakers.append(&mut self.deferred);
+        if let Some(br) = &self.buf_ring {
+            // Lent buffers dropped since the last iteration (on this
+            // thread or another) go back into the ring.
+            br.reclaim();
+        }
         self.arm_wake()?;
         let ring = self.ring.as_mut().ok_or_else(closed)?;
         let res = match timeout {
