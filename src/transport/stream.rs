@@ -706,16 +706,15 @@ impl StreamInner {
             }
         }
         self.in_pump.set(true);
-        // A protocol that keeps what it receives (the streams reader)
-        // hears one delivery per run, as asyncio's transports deliver
-        // one receive per iteration: its task takes the data before the
-        // next delivery, so that one arrives in an empty buffer and is
-        // kept without a copy (see `streams/buffer.rs`).
-        let mut deliveries = if self.share_received.get() {
-            1
-        } else {
-            u32::MAX
-        };
+        // One delivery per run, as asyncio's transports deliver one
+        // receive per iteration; the rest waits for the next iteration.
+        // What the protocol wrote leaves before the next delivery, so a
+        // multishot receive that pulled several buffers at once does not
+        // turn into one burst of a send (the peer starts on the first
+        // part sooner), and a streams reader's task takes each delivery
+        // before the next arrives, so that one finds the buffer empty
+        // and is kept without a copy (see `streams/buffer.rs`).
+        let mut delivered = false;
         loop {
             // Sends first: a finished send lets its received buffers go
             // before new data arrives to be written.
@@ -723,23 +722,20 @@ impl StreamInner {
             if self.finished.get() {
                 break;
             }
-            if deliveries == 0 {
-                if self.reader.borrow_mut().has_pending(cx) {
-                    // The rest in the next iteration.
-                    cx.waker().wake_by_ref();
-                }
+            if delivered {
                 if wrote {
                     continue;
                 }
                 break;
             }
-            let read = self.drive_read(cx);
-            if read {
-                deliveries -= 1;
-            }
-            if self.finished.get() || !(read || wrote) {
+            delivered = self.drive_read(cx);
+            if self.finished.get() || !(delivered || wrote) {
                 break;
             }
+        }
+        if delivered && !self.finished.get() && self.more_to_deliver(cx) {
+            // The rest in the next iteration.
+            cx.waker().wake_by_ref();
         }
         self.in_pump.set(false);
         if self.finished.get() {
@@ -747,6 +743,17 @@ impl StreamInner {
         } else {
             Poll::Pending
         }
+    }
+
+    /// After a delivery: whether another is waiting (received, and the
+    /// protocol may hear it). If not, a receive is in flight and the
+    /// pump's waker registered for it.
+    fn more_to_deliver(&self, cx: &mut Context<'_>) -> bool {
+        let deliver = {
+            let st = self.state.borrow();
+            !st.read_paused && !st.closing && !st.eof_received
+        };
+        deliver && self.reader.borrow_mut().has_pending(cx)
     }
 
     /// Delivers what arrived; true if anything happened.
