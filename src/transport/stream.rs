@@ -749,19 +749,18 @@ impl StreamInner {
     /// protocol may hear it). If not, a receive is in flight and the
     /// pump's waker registered for it.
     fn more_to_deliver(&self, cx: &mut Context<'_>) -> bool {
-        let deliver = {
-            let st = self.state.borrow();
-            !st.read_paused && !st.closing && !st.eof_received
-        };
-        deliver && self.reader.borrow_mut().has_pending(cx)
+        self.may_deliver() && self.reader.borrow_mut().has_pending(cx)
+    }
+
+    /// Reading is on and the protocol may still hear data.
+    fn may_deliver(&self) -> bool {
+        let st = self.state.borrow();
+        !st.read_paused && !st.closing && !st.eof_received
     }
 
     /// Delivers what arrived; true if anything happened.
     fn drive_read(self: &Rc<Self>, cx: &mut Context<'_>) -> bool {
-        let deliver = {
-            let st = self.state.borrow();
-            !st.read_paused && !st.closing && !st.eof_received
-        };
+        let deliver = self.may_deliver();
         if !deliver || self.protocol_busy() {
             if deliver {
                 // The user holds the protocol across an await: retry.
