@@ -48,6 +48,7 @@ mod pipe;
 mod policy;
 pub mod process;
 mod protocol;
+mod returns;
 mod signal;
 mod sleep;
 pub mod streams;

@@ -14,14 +14,22 @@
 //!
 //! A delivered buffer goes back when the last holder drops it: after
 //! `data_received`, or when a write of it (see `chunk.rs`) completes.
+//! A streams reader keeps what it receives as `Bytes`
+//! ([`PooledBuf::into_bytes`]); such a buffer may be dropped on any
+//! thread and comes back through a [`Returns`] queue, which the pool
+//! drains when it runs out. So the same allocations are reused instead
+//! of 64 KiB being allocated and freed per receive (which, through the
+//! allocator trimming its heap, cost a page fault per 4 KiB).
 
 use std::cell::RefCell;
 use std::ops::Deref;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::read::READ_BUF_SIZE;
+use crate::returns::Returns;
 
 /// Buffers kept for reuse at most (4 MiB of address space); more are
 /// freed when they come back.
@@ -31,11 +39,21 @@ const MAX_KEPT: usize = 64;
 #[derive(Default)]
 pub(crate) struct RecvPool {
     free: RefCell<Vec<Vec<u8>>>,
+    /// Buffers lent as `Bytes` come back here.
+    returns: Arc<Returns<Vec<u8>>>,
 }
 
 impl RecvPool {
     /// An empty buffer of [`READ_BUF_SIZE`] capacity.
     pub(crate) fn take(&self) -> Vec<u8> {
+        if let Some(buf) = self.free.borrow_mut().pop() {
+            return buf;
+        }
+        let mut back = Vec::new();
+        self.returns.take_into(&mut back);
+        for buf in back {
+            self.give(buf);
+        }
         self.free
             .borrow_mut()
             .pop()
@@ -71,13 +89,32 @@ impl PooledBuf {
 }
 
 impl PooledBuf {
-    /// The received bytes as `Bytes`, without copying: the buffer leaves
-    /// the pool for good, shrunk to its length (glibc shrinks a heap
-    /// block in place).
+    /// The received bytes as `Bytes`, without copying. The buffer comes
+    /// back to the pool when the last `Bytes` sharing it is dropped, on
+    /// whatever thread.
     pub(crate) fn into_bytes(mut self) -> Bytes {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.shrink_to_fit();
-        Bytes::from(buf)
+        Bytes::from_owner(Lent {
+            buf: std::mem::take(&mut self.buf),
+            home: self.pool.returns.clone(),
+        })
+    }
+}
+
+/// A pool buffer lent as `Bytes`.
+struct Lent {
+    buf: Vec<u8>,
+    home: Arc<Returns<Vec<u8>>>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.home.push(std::mem::take(&mut self.buf));
     }
 }
 
@@ -118,17 +155,29 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_turned_into_bytes_leaves_the_pool() {
+    fn a_buffer_lent_as_bytes_comes_back_from_any_thread() {
         let pool = Rc::new(RecvPool::default());
         let mut v = pool.take();
+        let at = v.as_ptr();
         v.extend_from_slice(b"payload");
-        let held = PooledBuf::new(v, pool.clone());
-        let bytes = held.into_bytes();
+        let bytes = PooledBuf::new(v, pool.clone()).into_bytes();
         assert_eq!(&bytes[..], b"payload");
-        assert_eq!(pool.kept(), 0, "not given back: the bytes own it");
-        // Usable from another thread.
-        let back = std::thread::spawn(move || bytes.len()).join().unwrap();
-        assert_eq!(back, 7);
+        assert_eq!(bytes.as_ptr(), at, "not copied");
+        assert_eq!(pool.kept(), 0, "lent, not in the pool");
+        // While lent, the next receive gets another buffer.
+        let other = pool.take();
+        assert_ne!(other.as_ptr(), at);
+        pool.give(other);
+        let part = bytes.slice(3..);
+        std::thread::spawn(move || drop(bytes)).join().unwrap();
+        assert_eq!(&part[..], b"load", "a slice keeps it lent");
+        std::thread::spawn(move || drop(part)).join().unwrap();
+        // Back: once the pool's own buffer is used, the lent one is
+        // taken again, emptied.
+        drop(pool.take());
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), at);
+        assert!(again.is_empty() && again.capacity() >= READ_BUF_SIZE);
     }
 
     #[test]

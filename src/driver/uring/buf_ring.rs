@@ -24,13 +24,15 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::ptr::NonNull;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
+
+use crate::returns::Returns;
 
 /// The buffer group id multishot receives name.
 pub(crate) const GROUP: u16 = 0;
@@ -101,29 +103,10 @@ pub(crate) struct BufRing {
     tail: Cell<u16>,
     /// Buffers lent as `Bytes` and not yet reclaimed.
     lent: Cell<u16>,
-    /// Where lent buffers come back.
-    returns: Arc<Returns>,
-    /// Scratch for `reclaim` (swapped with the queue, so neither side
-    /// allocates in the steady state).
+    /// Where lent buffers come back (their ids).
+    returns: Arc<Returns<u16>>,
+    /// Scratch for `reclaim`.
     reclaimed: RefCell<Vec<u16>>,
-}
-
-/// Lent buffers given back, from any thread.
-#[derive(Default)]
-struct Returns {
-    /// Something is queued (read without the lock each iteration).
-    pending: AtomicBool,
-    bids: Mutex<Vec<u16>>,
-}
-
-impl Returns {
-    fn push(&self, bid: u16) {
-        // A panic while the lock was held cannot leave the Vec invalid:
-        // carry on with it.
-        let mut bids = self.bids.lock().unwrap_or_else(PoisonError::into_inner);
-        bids.push(bid);
-        self.pending.store(true, Ordering::Release);
-    }
 }
 
 impl BufRing {
@@ -232,18 +215,10 @@ impl BufRing {
     /// Puts the lent buffers given back since the last call into the
     /// ring again. The driver calls it before each submission.
     pub(crate) fn reclaim(&self) {
-        if !self.returns.pending.load(Ordering::Acquire) {
-            return;
-        }
         let mut scratch = self.reclaimed.borrow_mut();
-        {
-            let mut bids = self
-                .returns
-                .bids
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            std::mem::swap(&mut *bids, &mut *scratch);
-            self.returns.pending.store(false, Ordering::Relaxed);
+        self.returns.take_into(&mut scratch);
+        if scratch.is_empty() {
+            return;
         }
         for bid in scratch.drain(..) {
             if bid < self.entries {
@@ -320,7 +295,7 @@ impl Drop for RingBuf {
 /// [`BufRing::reclaim`].
 struct Lease {
     bufs: Arc<Mapping>,
-    returns: Arc<Returns>,
+    returns: Arc<Returns<u16>>,
     /// `bid * buf_size`.
     offset: usize,
     len: usize,
