@@ -243,6 +243,10 @@ impl BufRing {
     }
 }
 
+/// The id a [`RingBuf`] takes once lent as `Bytes`: no buffer (a ring has
+/// at most 32,768).
+const LENT: u16 = u16::MAX;
+
 /// One filled buffer of the ring, lent to the transport; it returns to
 /// the ring when dropped.
 pub(crate) struct RingBuf {
@@ -266,7 +270,7 @@ impl RingBuf {
     /// ring's buffers are lent already; else `self` back. The buffer
     /// returns to the ring once the last `Bytes` sharing it is dropped
     /// (on any thread) and the loop next reclaims.
-    pub(crate) fn lend(self) -> Result<Bytes, RingBuf> {
+    pub(crate) fn lend(mut self) -> Result<Bytes, RingBuf> {
         let ring = &self.ring;
         if ring.lent.get() >= ring.entries / 2 {
             return Err(self);
@@ -279,15 +283,17 @@ impl RingBuf {
             len: self.len,
             bid: self.bid,
         };
-        // The lease gives the buffer back now, not this value.
-        std::mem::forget(self);
+        // The lease gives the buffer back now, not this value (which
+        // still drops, releasing its hold on the ring).
+        self.bid = LENT;
         Ok(Bytes::from_owner(lease))
     }
 }
 
 impl Drop for RingBuf {
     fn drop(&mut self) {
-        self.ring.give_back(self.bid);
+        // Not for `LENT`: `release` ignores ids the ring does not have.
+        self.ring.release(self.bid);
     }
 }
 
@@ -372,5 +378,10 @@ mod tests {
         br.reclaim();
         assert_eq!(br.tail.get(), 7, "nothing pushed twice");
         assert!(br.take(3, 1).unwrap().lend().is_ok(), "lending again");
+        assert_eq!(
+            Rc::strong_count(&br),
+            1,
+            "a lent buffer does not hold the ring"
+        );
     }
 }
