@@ -86,9 +86,7 @@ impl PooledBuf {
     pub(crate) fn new(buf: Vec<u8>, pool: Rc<RecvPool>) -> PooledBuf {
         PooledBuf { buf, pool }
     }
-}
 
-impl PooledBuf {
     /// The received bytes as `Bytes`, without copying. The buffer comes
     /// back to the pool when the last `Bytes` sharing it is dropped, on
     /// whatever thread.

@@ -310,11 +310,9 @@ struct Lease {
 
 impl AsRef<[u8]> for Lease {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: `offset + len` lies inside `bufs` (`bid < entries` and
-        // `len <= buf_size`, checked when the `RingBuf` was made), which
-        // the `Arc` keeps mapped. The buffer is out of the ring (the
-        // kernel filled it and will not touch it until it is pushed back
-        // after this lease drops), and nothing else writes it.
+        // SAFETY: `offset + len` is inside `bufs`, mapped while the `Arc`
+        // lives (`bid < entries`, `len <= buf_size`: checked in `take`); the
+        // buffer is out of the ring until this lease drops, so no one writes it.
         unsafe { std::slice::from_raw_parts(self.bufs.ptr.as_ptr().add(self.offset), self.len) }
     }
 }
