@@ -46,18 +46,20 @@ pub(crate) struct RecvPool {
 impl RecvPool {
     /// An empty buffer of [`READ_BUF_SIZE`] capacity.
     pub(crate) fn take(&self) -> Vec<u8> {
-        if let Some(buf) = self.free.borrow_mut().pop() {
-            return buf;
+        let mut free = self.free.borrow_mut();
+        if free.is_empty() {
+            // Lent buffers given back (swapped in: no allocation).
+            self.returns.take_into(&mut free);
+            free.truncate(MAX_KEPT);
         }
-        let mut back = Vec::new();
-        self.returns.take_into(&mut back);
-        for buf in back {
-            self.give(buf);
+        match free.pop() {
+            Some(mut buf) => {
+                // A returned buffer still holds what it received.
+                buf.clear();
+                buf
+            }
+            None => Vec::with_capacity(READ_BUF_SIZE),
         }
-        self.free
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(READ_BUF_SIZE))
     }
 
     /// Takes `buf` back (emptied), unless enough are kept.
