@@ -13,10 +13,14 @@
 //! first allowed CPU, so that the process's CPU time (`utime + stime`) is
 //! exactly the server's. The client (`ringloop_benches::client`: one
 //! thread, non-blocking sockets on epoll) runs in this process, pinned to
-//! the second CPU. The whole matrix runs `--runs` times (3) and every
-//! figure is the median over the runs. Per run, per connection count, per
-//! server (the order rotates each time), one set of connections runs, per
-//! message size:
+//! the second CPU. The whole matrix runs `--runs` times (3). Per run, per
+//! connection count, every server gets a set of connections, then per
+//! message size each phase below runs on every server in turn (the order
+//! rotates each time), so that two servers compared were measured seconds
+//! apart. Every figure is the median over the runs; every ratio is the
+//! median of the per-run ratios (`ringloop_benches::paired`), which
+//! cancels most of a noisy machine's slow drift; the targets show the
+//! ratios' range over the runs where they are missed. The phases:
 //!
 //! 1. **pipelined**: `depth` messages in flight per connection: round
 //!    trips/s, and server CPU per round trip;
@@ -44,6 +48,7 @@ use ringloop_benches::echo::{size_label, EchoArgs, USAGE};
 use ringloop_benches::os::{
     allowed_cpus, clock_ticks_per_sec, pin_current_thread, raise_nofile_limit, set_timer_slack,
 };
+use ringloop_benches::paired::Paired;
 use ringloop_benches::probe_backend;
 use ringloop_benches::servers::ServerKind;
 
@@ -61,10 +66,6 @@ type Key = (Fig, usize, usize, ServerKind);
 /// A paced phase that did less than this share of the offered round
 /// trips is marked: the server (or the client) fell behind.
 const ACHIEVED_MIN: f64 = 0.97;
-
-/// What [`run_server_cell`] returns when a phase failed (already
-/// reported).
-const PHASE_FAILED: &str = "a phase failed";
 
 /// The issue's tolerance on CPU per round trip against the bare loops.
 const CPU_TOLERANCE: f64 = 1.05;
@@ -85,10 +86,26 @@ impl Memory {
 #[derive(Default)]
 struct Cell {
     runs: Vec<PhaseResult>,
+    /// The run each of `runs` came from (a failed run leaves a gap).
+    run_ids: Vec<usize>,
     failed: bool,
 }
 
 impl Cell {
+    fn push(&mut self, run: usize, r: PhaseResult) {
+        self.runs.push(r);
+        self.run_ids.push(run);
+    }
+
+    /// `(run, f(result))` for every run, for [`Paired::of`].
+    fn by_run(&self, f: impl Fn(&PhaseResult) -> f64) -> Vec<(usize, f64)> {
+        self.run_ids
+            .iter()
+            .copied()
+            .zip(self.runs.iter().map(f))
+            .collect()
+    }
+
     /// The run whose `f` is the median of the runs (the lower middle one
     /// for an even count).
     fn median_run(&self, f: impl Fn(&PhaseResult) -> f64) -> Option<&PhaseResult> {
@@ -147,63 +164,106 @@ fn placement() -> Placement {
     }
 }
 
-/// Runs every phase of one connection count on one server.
-fn run_server_cell(
-    args: &EchoArgs,
-    proc: &mut ServerProcess,
-    conns: usize,
-    results: &mut Results,
-) -> Result<(), String> {
-    let kind = proc.kind();
-    let mut client = Client::connect(proc.port(), conns)?;
-    for &size in &args.sizes {
-        let mut phases = vec![
-            (
-                Fig::Pipelined,
+/// The phases of one message size at `conns` connections, in order.
+fn phases(args: &EchoArgs, conns: usize, size: usize) -> Vec<(Fig, Phase)> {
+    let phase = |mode, latency| Phase {
+        mode,
+        size,
+        warmup: args.warmup,
+        measure: args.measure,
+        latency,
+    };
+    let mut out = vec![
+        (
+            Fig::Pipelined,
+            phase(
                 Mode::Pipelined {
                     depth: args.depth_for(conns, size),
                 },
                 false,
             ),
-            (
-                Fig::Paced,
+        ),
+        (
+            Fig::Paced,
+            phase(
                 Mode::Paced {
                     rate: args.rate,
                     tick: args.tick,
                 },
                 false,
             ),
-        ];
-        if conns == 1 {
-            phases.push((Fig::PingPong, Mode::Pipelined { depth: 1 }, true));
-        }
-        for (fig, mode, latency) in phases {
-            let phase = Phase {
-                mode,
-                size,
-                warmup: args.warmup,
-                measure: args.measure,
-                latency,
-            };
-            let cell = results.load.entry((fig, size, conns, kind)).or_default();
-            match client.run(&phase, proc) {
-                Ok(r) => cell.runs.push(r),
-                Err(e) => {
-                    eprintln!(
-                        "echo: {} {fig:?} {} x {conns}: {e}",
-                        kind.name(),
-                        size_label(size)
-                    );
-                    cell.failed = true;
-                    results.failures += 1;
-                    // The connections are in an unknown state: give up on
-                    // this cell (the caller restarts the server).
-                    return Err(PHASE_FAILED.to_string());
+        ),
+    ];
+    if conns == 1 {
+        out.push((Fig::PingPong, phase(Mode::Pipelined { depth: 1 }, true)));
+    }
+    out
+}
+
+/// Replaces a server that misbehaved with a fresh process.
+fn restart(procs: &mut [ServerProcess], i: usize, place: &Placement) {
+    let kind = procs[i].kind();
+    match ServerProcess::spawn(kind, place.server) {
+        Ok(p) => procs[i] = p,
+        Err(e) => eprintln!("echo: restarting {}: {e}", kind.name()),
+    }
+}
+
+/// One run at one connection count: every server gets its own set of
+/// `conns` connections, then each phase of each size runs on every
+/// server in turn (in `order`), so that the figures two servers' ratio
+/// divides were measured seconds apart, not minutes.
+fn run_round(
+    args: &EchoArgs,
+    procs: &mut [ServerProcess],
+    order: &[usize],
+    place: &Placement,
+    (run, conns): (usize, usize),
+    results: &mut Results,
+) {
+    let mut clients: Vec<Option<Client>> = Vec::with_capacity(procs.len());
+    for proc in procs.iter() {
+        clients.push(match Client::connect(proc.port(), conns) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("echo: {} x {conns} connections: {e}", proc.kind().name());
+                results.failures += 1;
+                None
+            }
+        });
+    }
+    for &size in &args.sizes {
+        for (fig, phase) in phases(args, conns, size) {
+            for &i in order {
+                let Some(client) = clients[i].as_mut() else {
+                    continue;
+                };
+                let kind = procs[i].kind();
+                let cell = results.load.entry((fig, size, conns, kind)).or_default();
+                match client.run(&phase, &mut procs[i]) {
+                    Ok(r) => cell.push(run, r),
+                    Err(e) => {
+                        eprintln!(
+                            "echo: {} {fig:?} {} x {conns}: {e}",
+                            kind.name(),
+                            size_label(size)
+                        );
+                        cell.failed = true;
+                        results.failures += 1;
+                        // Its connections are in an unknown state: that
+                        // server sits out the rest of this round, restarted.
+                        clients[i] = None;
+                        restart(procs, i, place);
+                    }
                 }
             }
         }
     }
-    client.close()
+    for (i, client) in clients.into_iter().enumerate() {
+        if let Some(Err(e)) = client.map(Client::close) {
+            eprintln!("echo: closing {} x {conns}: {e}", procs[i].kind().name());
+        }
+    }
 }
 
 fn run_load(args: &EchoArgs, servers: &[ServerKind], place: &Placement, results: &mut Results) {
@@ -217,37 +277,22 @@ fn run_load(args: &EchoArgs, servers: &[ServerKind], place: &Placement, results:
             }
         }
     }
+    let n = procs.len();
     let mut round = 0;
     for run in 0..args.runs {
         for &conns in &args.conns {
             round += 1;
-            let n = procs.len();
-            for j in 0..n {
-                // Rotate the order, so no server always follows the same
-                // one or always goes first.
-                let i = (j + round) % n;
-                let proc = &mut procs[i];
-                let started = Instant::now();
-                if let Err(e) = run_server_cell(args, proc, conns, results) {
-                    if e != PHASE_FAILED {
-                        eprintln!("echo: {} x {conns} connections: {e}", proc.kind().name());
-                        results.failures += 1;
-                    }
-                    // A server that misbehaved is restarted.
-                    let kind = proc.kind();
-                    match ServerProcess::spawn(kind, place.server) {
-                        Ok(p) => procs[i] = p,
-                        Err(e) => eprintln!("echo: restarting {}: {e}", kind.name()),
-                    }
-                }
-                eprintln!(
-                    "echo: run {}/{}: {} x {conns} connections done in {:.1} s",
-                    run + 1,
-                    args.runs,
-                    procs[i].kind().name(),
-                    started.elapsed().as_secs_f64()
-                );
-            }
+            // Rotate the order, so no server always follows the same one
+            // or always goes first.
+            let order: Vec<usize> = (0..n).map(|j| (j + round) % n).collect();
+            let started = Instant::now();
+            run_round(args, &mut procs, &order, place, (run, conns), results);
+            eprintln!(
+                "echo: run {}/{}: {conns} connections done in {:.1} s",
+                run + 1,
+                args.runs,
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     // Dropping the processes kills and reaps them.
@@ -345,16 +390,22 @@ fn ratio_cols(servers: &[ServerKind], pairs: &[(ServerKind, ServerKind)]) -> Vec
         .collect()
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "n/a".to_string(),
-    }
+/// The per-run ratios of `f` between servers `a` and `b` in one cell.
+fn paired(
+    results: &Results,
+    (fig, size, conns): (Fig, usize, usize),
+    a: ServerKind,
+    b: ServerKind,
+    f: impl Fn(&PhaseResult) -> f64 + Copy,
+) -> Option<Paired> {
+    let a = results.load.get(&(fig, size, conns, a))?.by_run(f);
+    let b = results.load.get(&(fig, size, conns, b))?.by_run(f);
+    Paired::of(&a, &b)
 }
 
 /// One table over the (size, conns) cells of `fig`: `cell` renders a
-/// server's runs (at least one); the ratio columns divide the medians over
-/// the runs of each of `values` (several are shown as `r1 / r2`).
+/// server's runs (at least one); the ratio columns are the medians of the
+/// per-run ratios of each of `values` (several are shown as `r1 / r2`).
 fn print_cell_table(
     results: &Results,
     args: &EchoArgs,
@@ -389,8 +440,8 @@ fn print_cell_table(
                 let parts: Vec<String> = values
                     .iter()
                     .map(|f| {
-                        let val = |k: ServerKind| get(k).and_then(|c| c.median(f));
-                        ratio(val(rc.a), val(rc.b))
+                        paired(results, (fig, size, conns), rc.a, rc.b, f)
+                            .map_or("n/a".to_string(), |p| format!("{:.2}", p.median))
                     })
                     .collect();
                 cells.push(parts.join(" / "));
@@ -601,13 +652,9 @@ fn cross_check(results: &Results, ticks: u64) {
 
 // ----- targets -------------------------------------------------------------
 
-/// The median of `f` over the runs of `key`.
-fn load_value(results: &Results, key: Key, f: impl Fn(&PhaseResult) -> f64) -> Option<f64> {
-    results.load.get(&key)?.median(f)
-}
-
-/// Checks `a / b ≤ limit` (or `≥ limit` with `at_least`) over the cells;
-/// prints one line with the worst ratio and the failing cells.
+/// Checks `a / b ≤ limit` (or `≥ limit` with `at_least`) over the cells,
+/// on the median of the per-run ratios; prints one line with the worst
+/// ratio and the failing cells, each with its range over the runs.
 #[allow(clippy::too_many_arguments)]
 fn check(
     title: &str,
@@ -624,20 +671,14 @@ fn check(
     let mut missed = Vec::new();
     let mut measured = 0;
     for &(size, conns) in cells {
-        let (Some(va), Some(vb)) = (
-            load_value(results, (fig, size, conns, a), f),
-            load_value(results, (fig, size, conns, b), f),
-        ) else {
+        let Some(p) = paired(results, (fig, size, conns), a, b, f) else {
             continue;
         };
-        if vb <= 0.0 {
-            continue;
-        }
         measured += 1;
-        let r = va / vb;
+        let r = p.median;
         let bad = if at_least { r < limit } else { r > limit };
         if bad {
-            missed.push(format!("{} x {conns}: {r:.2}", size_label(size)));
+            missed.push(format!("{} x {conns}: {}", size_label(size), p.describe()));
         }
         worst = Some(match worst {
             None => r,
@@ -678,6 +719,10 @@ fn print_targets(args: &EchoArgs, servers: &[ServerKind], results: &Results) {
         .collect();
     let one: Vec<(usize, usize)> = args.sizes.iter().map(|&s| (s, 1)).collect();
     println!("### Targets (issue 4)\n");
+    println!(
+        "(ratios: the median of the per-run ratios; a missed cell shows their range over the \
+         runs in brackets)\n"
+    );
     header_cols(
         &[
             "target".to_string(),
@@ -873,8 +918,9 @@ fn main() -> ExitCode {
     );
     println!(
         "- sizes {}; connections {}; pipelined depth {} (at most {} MiB in flight); paced \
-         rate {} rt/s{}; {:.2} s measured after {:.2} s warm-up per phase; {} run(s), median \
-         shown; {} idle connections",
+         rate {} rt/s{}; {:.2} s measured after {:.2} s warm-up per phase; {} run(s): figures are \
+         medians over the runs, ratios are medians of the per-run ratios (each phase runs on \
+         every server in turn); {} idle connections",
         args.sizes
             .iter()
             .map(|&s| size_label(s))

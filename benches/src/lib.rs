@@ -3,7 +3,8 @@
 //! formatting (this file), plus thread pinning and CPU-time accounting
 //! ([`os`]), and the echo benchmark's parts: its settings ([`echo`]), the
 //! echo servers it compares ([`servers`]), the processes they run in
-//! ([`child`]) and the load client ([`client`]).
+//! ([`child`]), the load client ([`client`]) and its per-run ratios
+//! ([`paired`]).
 //!
 //! The benchmarks use no benchmarking framework. A micro benchmark is one
 //! closure that runs the work on a given [`Side`]: ringloop on one of its
@@ -16,6 +17,7 @@ pub mod child;
 pub mod client;
 pub mod echo;
 pub mod os;
+pub mod paired;
 pub mod servers;
 
 use std::fmt;
