@@ -722,14 +722,17 @@ impl StreamInner {
             if self.finished.get() {
                 break;
             }
+            // Another write round only if this one left work it can do
+            // now; a send in flight wakes the pump when it completes.
+            let write_more = wrote && self.write_unsettled();
             if delivered {
-                if wrote {
+                if write_more {
                     continue;
                 }
                 break;
             }
             delivered = self.drive_read(cx);
-            if self.finished.get() || !(delivered || wrote) {
+            if self.finished.get() || !(delivered || write_more) {
                 break;
             }
         }
@@ -881,6 +884,15 @@ impl StreamInner {
         progressed
     }
 
+    /// `drive_write` stopped with work it could do at once: a send it
+    /// started but has not polled (epoll: not yet attempted), or bytes
+    /// queued and no send in flight. Otherwise a send is in flight (its
+    /// completion wakes the pump) or nothing is queued.
+    fn write_unsettled(&self) -> bool {
+        self.send_unpolled.get()
+            || (self.send.borrow().is_none() && !self.state.borrow().buf.is_empty())
+    }
+
     /// Nothing left to send: finish a close, send a pending EOF, wake
     /// drain waiters.
     fn buffer_drained(self: &Rc<Self>) {
@@ -980,10 +992,7 @@ impl crate::flush::Flush for StreamInner {
         // Not done in the rounds one call makes (epoll: sends that
         // finished at once, a last one not yet attempted): the pump
         // carries on.
-        if !self.finished.get()
-            && (self.send_unpolled.get()
-                || (self.send.borrow().is_none() && !self.state.borrow().buf.is_empty()))
-        {
+        if !self.finished.get() && self.write_unsettled() {
             self.wake_pump();
         }
     }
