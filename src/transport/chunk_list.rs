@@ -46,6 +46,15 @@ impl ChunkList {
         }
     }
 
+    /// Removes and returns the only chunk, if there is exactly one.
+    pub(crate) fn take_single(&mut self) -> Option<Chunk> {
+        if self.rest.is_empty() {
+            self.first.take()
+        } else {
+            None
+        }
+    }
+
     /// The chunks in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Chunk> {
         self.into_iter()

@@ -223,6 +223,16 @@ impl WriteBuffer {
     /// short send means the peer is slow, and a received buffer must not
     /// wait on it). `chunks` is left empty, its allocation kept.
     fn complete_send(&mut self, chunks: &mut ChunkList, sent: usize) {
+        if let Some(len) = chunks.single().map(|c| c.len()) {
+            if sent >= len {
+                // The usual case: one chunk, sent whole.
+                self.in_flight -= len;
+                if let Some(c) = chunks.take_single() {
+                    self.sent_whole(c);
+                }
+                return;
+            }
+        }
         let total: usize = chunks.iter().map(|c| c.len()).sum();
         self.in_flight -= total;
         let sent = sent.min(total);
@@ -232,11 +242,7 @@ impl WriteBuffer {
             let start = end - c.len();
             end = start;
             if start + c.len() <= sent {
-                match c {
-                    Chunk::Tail(t) => self.reuse_tail(t),
-                    Chunk::Received { .. } => self.received -= 1,
-                    Chunk::Bytes(_) => {}
-                }
+                self.sent_whole(c);
                 continue;
             }
             c.advance(sent.saturating_sub(start));
@@ -246,6 +252,16 @@ impl WriteBuffer {
             }
             self.queued += c.len();
             self.chunks.push_front(c);
+        }
+    }
+
+    /// A chunk that was sent in full: dropped (a received buffer goes
+    /// back), a tail's allocation kept for reuse.
+    fn sent_whole(&mut self, c: Chunk) {
+        match c {
+            Chunk::Tail(t) => self.reuse_tail(t),
+            Chunk::Received { .. } => self.received -= 1,
+            Chunk::Bytes(_) => {}
         }
     }
 
