@@ -157,6 +157,21 @@ impl Driver {
         }
     }
 
+    /// Queues an operation and, on io_uring, registers `by()` to be woken
+    /// when it completes, as a first poll would. Returns its key and
+    /// whether that was done: on epoll the operation still needs its first
+    /// poll (which tries the system call).
+    pub(crate) fn submit_waking<T: OpKind>(
+        &mut self,
+        op: &mut T,
+        by: impl FnOnce() -> Wake,
+    ) -> io::Result<(usize, bool)> {
+        match self {
+            Driver::Uring(d) => d.submit_waking(op, Some(by())).map(|k| (k, true)),
+            Driver::Epoll(d) => d.submit(op).map(|k| (k, false)),
+        }
+    }
+
     /// Drives an operation: io_uring checks its slot, epoll tries its
     /// system call. Registers whom to wake (`by`) when still pending.
     pub(crate) fn poll_op<T: OpKind>(
@@ -189,11 +204,12 @@ impl Driver {
     }
 
     /// Takes a multishot operation's next completion; registers `waker`
-    /// when none is queued.
-    pub(crate) fn poll_multi(&mut self, key: usize, by: WakeBy<'_>) -> SlotPoll {
+    /// when none is queued. The flag: nothing else is queued and `waker`
+    /// is registered (see `UringDriver::poll_multi`).
+    pub(crate) fn poll_multi(&mut self, key: usize, by: WakeBy<'_>) -> (SlotPoll, bool) {
         match self {
             Driver::Uring(d) => d.poll_multi(key, by),
-            Driver::Epoll(_) => SlotPoll::Ready(Completion::new(-libc::EBADF)),
+            Driver::Epoll(_) => (SlotPoll::Ready(Completion::new(-libc::EBADF)), false),
         }
     }
 

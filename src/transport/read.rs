@@ -121,6 +121,10 @@ struct Multishot {
 pub(crate) struct Reader {
     /// stop() was called: never receive again.
     stopped: bool,
+    /// Since the current [`poll`](Self::poll) began, the multishot
+    /// receive was found with nothing more queued and the waker
+    /// registered: [`has_pending`](Self::has_pending) need not look.
+    settled: bool,
     fd: RawFd,
     /// Results taken from the kernel, oldest first, not yet delivered.
     held: VecDeque<Held>,
@@ -150,6 +154,7 @@ impl Reader {
             pool: lp.recv_pool(),
             held: VecDeque::new(),
             stopped: false,
+            settled: false,
         }
     }
 
@@ -216,7 +221,9 @@ impl Reader {
     fn collect(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progressed = false;
         if let Some(op) = self.multi.as_mut().and_then(|m| m.op.as_mut()) {
-            if let Poll::Ready(c) = op.poll_next(cx) {
+            let polled = op.poll_next(cx);
+            self.settled = op.armed() && self.op.is_none();
+            if let Poll::Ready(c) = polled {
                 self.take_multishot(c);
                 progressed = true;
             }
@@ -276,6 +283,7 @@ impl Reader {
 
     /// Receives, for delivery.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> ReadEvent {
+        self.settled = false;
         loop {
             match self.held.pop_front() {
                 Some(Held::Data(d)) => {
@@ -317,6 +325,10 @@ impl Reader {
     /// Otherwise a receive is in flight (unless receiving stopped) and
     /// the waker is registered for its completion.
     pub(crate) fn has_pending(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.held.is_empty() && self.settled && !self.stopped {
+            // This run's poll left the multishot receive armed.
+            return false;
+        }
         loop {
             if !self.held.is_empty() {
                 return true;

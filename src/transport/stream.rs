@@ -112,6 +112,9 @@ pub(crate) struct StreamInner {
     /// `send` was submitted and not polled yet (on epoll, not even
     /// attempted): someone must poll it.
     send_unpolled: Cell<bool>,
+    /// io_uring: a send is submitted with the pump registered for its
+    /// completion, instead of polled once (see `drive_write`).
+    wake_at_submit: bool,
     /// The protocol keeps what it receives (the streams reader): a large
     /// delivery becomes `Bytes` first, which it can keep without a copy
     /// (see [`StreamInner::shared_received`]).
@@ -189,6 +192,7 @@ impl StreamInner {
         driver.borrow_mut().own_fd(raw_fd);
         let reader = Reader::new(lp, raw_fd);
         let protocol: Rc<RefCell<dyn Protocol>> = protocol;
+        let wake_at_submit = driver.borrow().backend() == crate::Backend::Uring;
         let inner = Rc::new(StreamInner {
             lp: lp.downgrade(),
             driver,
@@ -216,6 +220,7 @@ impl StreamInner {
             in_pump: Cell::new(false),
             flush_queued: Cell::new(false),
             send_unpolled: Cell::new(false),
+            wake_at_submit,
             share_received: Cell::new(false),
             finished: Cell::new(false),
             empty_waiters: RefCell::new(Vec::new()),
@@ -822,9 +827,10 @@ impl StreamInner {
     /// Completes and starts sends; true if anything happened.
     fn drive_write(self: &Rc<Self>, cx: &mut Context<'_>) -> bool {
         let mut progressed = false;
-        // A send just started is polled once at once: on epoll that is
+        // On epoll a send just started is polled once at once: that is
         // its system call (so the round trip needs no further pump
-        // round), on io_uring a look at its slot.
+        // round). On io_uring it is submitted with the pump registered
+        // for its completion, and not polled.
         for _ in 0..2 {
             let polled = {
                 let mut send = self.send.borrow_mut();
@@ -866,9 +872,19 @@ impl StreamInner {
             };
             progressed = true;
             let op = SendMsg::new(self.raw_fd, batch);
-            match Op::try_submit(&self.driver, op) {
-                Ok(op) => {
+            let submitted = if self.wake_at_submit {
+                Op::try_submit_waking(&self.driver, op, cx)
+            } else {
+                Op::try_submit(&self.driver, op).map(|op| (op, false))
+            };
+            match submitted {
+                Ok((op, registered)) => {
                     *self.send.borrow_mut() = Some(op);
+                    if registered {
+                        // io_uring: the pump is woken when it completes;
+                        // polling it now would find it in flight.
+                        return true;
+                    }
                     self.send_unpolled.set(true);
                 }
                 Err((e, op)) => {

@@ -127,6 +127,30 @@ impl<T: OpKind> Op<T> {
         Self::try_submit(driver, data).map_err(|(e, _)| e)
     }
 
+    /// [`try_submit`](Self::try_submit), with `cx`'s task registered for
+    /// the completion where the backend allows (io_uring). The flag says
+    /// whether it was: if not (epoll), the operation still needs a first
+    /// poll, which tries its system call.
+    pub(crate) fn try_submit_waking(
+        driver: &DriverRef,
+        mut data: T,
+        cx: &Context<'_>,
+    ) -> Result<(Op<T>, bool), (io::Error, T)> {
+        let by = || crate::driver::wake::wake_by(driver, cx.waker()).to_wake();
+        let submitted = driver.borrow_mut().submit_waking(&mut data, by);
+        match submitted {
+            Ok((key, registered)) => Ok((
+                Op {
+                    driver: driver.clone(),
+                    key,
+                    data: Some(data),
+                },
+                registered,
+            )),
+            Err(e) => Err((e, data)),
+        }
+    }
+
     /// Submits `data`; on failure (loop closed, ring error) the kernel
     /// never saw it and it comes back with the error.
     pub(crate) fn try_submit(driver: &DriverRef, mut data: T) -> Result<Op<T>, (io::Error, T)> {

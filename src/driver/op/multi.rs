@@ -28,6 +28,8 @@ pub(crate) struct MultiOp {
     key: usize,
     /// The terminal completion was taken: the slot is gone.
     ended: bool,
+    /// The last poll left nothing queued and the poller registered.
+    armed: bool,
     /// Releases what an uncollected completion produced.
     release: Option<Box<dyn FnMut(Completion)>>,
 }
@@ -45,6 +47,7 @@ impl MultiOp {
             driver: driver.clone(),
             key,
             ended: false,
+            armed: false,
             release: Some(release),
         })
     }
@@ -58,14 +61,23 @@ impl MultiOp {
         }
     }
 
+    /// Whether the last [`poll_next`](Self::poll_next) left nothing
+    /// queued, with its caller registered for the next completion. Until
+    /// the driver reaps again, polling would only find nothing.
+    pub(crate) fn armed(&self) -> bool {
+        self.armed
+    }
+
     /// The next completion. After one with `!c.more()` the operation is
     /// over and must not be polled again.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
         if self.ended {
+            self.armed = false;
             return Poll::Ready(Completion::new(-libc::ECANCELED));
         }
         let by = crate::driver::wake::wake_by(&self.driver, cx.waker());
-        let polled = self.driver.borrow_mut().poll_multi(self.key, by);
+        let (polled, armed) = self.driver.borrow_mut().poll_multi(self.key, by);
+        self.armed = armed;
         match polled {
             SlotPoll::Pending => Poll::Pending,
             SlotPoll::Ready(c) => {

@@ -151,6 +151,17 @@ impl UringDriver {
     }
 
     pub(crate) fn submit<T: OpKind>(&mut self, op: &mut T) -> io::Result<usize> {
+        self.submit_waking(op, None)
+    }
+
+    /// [`submit`](Self::submit), with whom to wake on completion already
+    /// registered (what polling it right away would do: its completion
+    /// cannot arrive before the next reap).
+    pub(crate) fn submit_waking<T: OpKind>(
+        &mut self,
+        op: &mut T,
+        wake: Option<Wake>,
+    ) -> io::Result<usize> {
         if self.ring.is_none() {
             return Err(closed());
         }
@@ -160,7 +171,7 @@ impl UringDriver {
         let key = self.slots.insert(Entry {
             generation,
             fd,
-            slot: Slot::InFlight(None),
+            slot: Slot::InFlight(wake),
         });
         if key > u32::MAX as usize {
             self.slots.remove(key);
@@ -287,8 +298,10 @@ impl UringDriver {
     }
 
     /// The next completion of a multishot operation, oldest first. The
-    /// terminal one (`!c.more()`) frees the slot.
-    pub(crate) fn poll_multi(&mut self, key: usize, by: WakeBy<'_>) -> SlotPoll {
+    /// terminal one (`!c.more()`) frees the slot. The flag is true when
+    /// nothing else is queued and `by` is registered for the next one
+    /// (when pending, and when the last queued one was taken).
+    pub(crate) fn poll_multi(&mut self, key: usize, by: WakeBy<'_>) -> (SlotPoll, bool) {
         let shut_down = self.ring.is_none();
         let Some(Entry {
             slot:
@@ -300,24 +313,30 @@ impl UringDriver {
             ..
         }) = self.slots.get_mut(key)
         else {
-            return SlotPoll::Ready(Completion::new(-libc::EBADF));
+            return (SlotPoll::Ready(Completion::new(-libc::EBADF)), false);
         };
         match ready.pop_front() {
             Some(c) => {
                 if !c.more() {
                     self.slots.remove(key);
+                    return (SlotPoll::Ready(c), false);
                 }
-                SlotPoll::Ready(c)
+                // The owner would poll again only to register: do it now.
+                let armed = ready.is_empty() && !shut_down;
+                if armed {
+                    by.store(w);
+                }
+                (SlotPoll::Ready(c), armed)
             }
             None if shut_down && !*ended => {
                 // Shutdown gave up on it: nothing more will arrive.
                 self.slots.remove(key);
                 self.kernel_owned = self.kernel_owned.saturating_sub(1);
-                SlotPoll::Ready(Completion::new(-libc::ECANCELED))
+                (SlotPoll::Ready(Completion::new(-libc::ECANCELED)), false)
             }
             None => {
                 by.store(w);
-                SlotPoll::Pending
+                (SlotPoll::Pending, true)
             }
         }
     }

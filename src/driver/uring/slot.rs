@@ -74,6 +74,10 @@ impl Backlog {
         }
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
     pub(crate) fn pop_front(&mut self) -> Option<Completion> {
         let c = self.first.take()?;
         self.first = self.more.as_mut().and_then(|m| m.pop_front());
