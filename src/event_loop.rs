@@ -427,6 +427,11 @@ impl EventLoop {
             match w {
                 Wake::Task(t) => inner.schedule_task(t.key, t.id),
                 Wake::Waker(w) => w.wake(),
+                Wake::Flush(f) => {
+                    if let Some(f) = f.upgrade() {
+                        f.enqueue(&inner.flush);
+                    }
+                }
             }
         }
         *inner.waker_buf.borrow_mut() = wakers;

@@ -11,6 +11,13 @@
 //! loop flushes the queue once the iteration's callbacks have run, so
 //! that everything they wrote leaves together (still one send per
 //! transport per iteration) in the next submission.
+//!
+//! On io_uring a send's completion queues its transport here too
+//! (`Wake::Flush`) rather than waking the pump task: the flush takes the
+//! result, releases what was sent, starts the next send if more was
+//! written, and wakes the pump only if something is left for it. An echo
+//! or request/response server then runs one task step per request, not
+//! two.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -19,6 +26,9 @@ use std::rc::Rc;
 pub(crate) trait Flush {
     /// Starts sending what was written (called once per queueing).
     fn flush(self: Rc<Self>);
+
+    /// Queues `self` on `queue` unless it is queued already.
+    fn enqueue(self: Rc<Self>, queue: &FlushQueue);
 }
 
 /// The transports to flush at the end of the current iteration.
@@ -83,6 +93,10 @@ mod tests {
                 let queue = self.queue.clone();
                 queue.push(self);
             }
+        }
+
+        fn enqueue(self: Rc<Self>, queue: &FlushQueue) {
+            queue.push(self);
         }
     }
 

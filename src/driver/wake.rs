@@ -18,10 +18,11 @@
 //! handle, `ringloop_fallback::Wakeup`).
 
 use std::cell::Cell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{RawWakerVTable, Waker};
 
 use super::op::DriverRef;
+use crate::flush::Flush;
 
 /// One of the loop's tasks: its slab key and id (a reused key has a new
 /// id, so a stale entry wakes nobody).
@@ -38,6 +39,10 @@ pub(crate) enum Wake {
     Task(TaskRef),
     /// Anyone else.
     Waker(Waker),
+    /// A transport whose send completed: queued for the end-of-iteration
+    /// flush (`flush.rs`) instead of waking its pump task, which would
+    /// only find that send done (io_uring sends, `transport/stream.rs`).
+    Flush(Weak<dyn Flush>),
 }
 
 /// Whom a poll asks to wake: [`Wake`] before it is stored (no clone
@@ -53,6 +58,7 @@ impl ringloop_fallback::Wakeup for Wake {
         match (self, other) {
             (Wake::Task(a), Wake::Task(b)) => a == b,
             (Wake::Waker(a), Wake::Waker(b)) => a.will_wake(b),
+            (Wake::Flush(a), Wake::Flush(b)) => Weak::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -67,9 +73,14 @@ impl<'a> WakeBy<'a> {
         }
     }
 
-    /// Stores this target in `slot`, unless it holds it already.
+    /// Stores this target in `slot`, unless it holds it already or holds
+    /// a [`Wake::Flush`]: an operation registered at submission for its
+    /// transport's flush keeps that registration (the flush takes the
+    /// result and wakes the pump if there is more to do), whoever polls
+    /// it meanwhile.
     pub(crate) fn store(self, slot: &mut Option<Wake>) {
         let same = match (self, &*slot) {
+            (_, Some(Wake::Flush(_))) => true,
             (WakeBy::Task(t), Some(Wake::Task(old))) => t == *old,
             (WakeBy::Waker(w), Some(Wake::Waker(old))) => old.will_wake(w),
             _ => false,
@@ -204,5 +215,24 @@ mod tests {
         assert!(matches!(&slot, Some(Wake::Task(s)) if *s == t));
         WakeBy::Task(TaskRef { key: 1, id: 3 }).store(&mut slot);
         assert!(matches!(&slot, Some(Wake::Task(s)) if s.id == 3));
+    }
+
+    struct NoFlush;
+    impl Flush for NoFlush {
+        fn flush(self: Rc<Self>) {}
+        fn enqueue(self: Rc<Self>, _: &crate::flush::FlushQueue) {}
+    }
+
+    #[test]
+    fn a_flush_registration_survives_later_polls() {
+        let target: Rc<dyn Flush> = Rc::new(NoFlush);
+        let mut slot = Some(Wake::Flush(Rc::downgrade(&target)));
+        let w = Waker::from(Arc::new(Nop));
+        WakeBy::Waker(&w).store(&mut slot);
+        WakeBy::Task(TaskRef { key: 1, id: 2 }).store(&mut slot);
+        match &slot {
+            Some(Wake::Flush(f)) => assert!(Rc::ptr_eq(&f.upgrade().expect("alive"), &target)),
+            _ => panic!("a poll replaced the flush registration"),
+        }
     }
 }

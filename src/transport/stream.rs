@@ -30,9 +30,11 @@ use super::write_buf::{Limits, WriteBuffer};
 use super::Transport;
 use crate::driver::op::sendmsg::SendMsg;
 use crate::driver::op::{DriverRef, Op};
+use crate::driver::Wake;
 use crate::error::Error;
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::exception::ErrorContext;
+use crate::flush::Flush;
 use crate::protocol::Protocol;
 
 /// After this many writes to a lost connection, each further one logs a
@@ -873,7 +875,11 @@ impl StreamInner {
             progressed = true;
             let op = SendMsg::new(self.raw_fd, batch);
             let submitted = if self.wake_at_submit {
-                Op::try_submit_waking(&self.driver, op, cx)
+                // Its completion queues this transport for the flush at
+                // the end of that iteration, which takes the result (and
+                // wakes the pump only if there is more to do).
+                let me: Weak<dyn Flush> = Rc::downgrade(self) as Weak<StreamInner>;
+                Op::try_submit_waking(&self.driver, op, || Wake::Flush(me))
             } else {
                 Op::try_submit(&self.driver, op).map(|op| (op, false))
             };
@@ -881,8 +887,8 @@ impl StreamInner {
                 Ok((op, registered)) => {
                     *self.send.borrow_mut() = Some(op);
                     if registered {
-                        // io_uring: the pump is woken when it completes;
-                        // polling it now would find it in flight.
+                        // io_uring: polling it now would find it in
+                        // flight.
                         return true;
                     }
                     self.send_unpolled.set(true);
@@ -990,7 +996,13 @@ impl StreamInner {
     }
 }
 
-impl crate::flush::Flush for StreamInner {
+impl Flush for StreamInner {
+    fn enqueue(self: Rc<Self>, queue: &crate::flush::FlushQueue) {
+        if !self.flush_queued.replace(true) {
+            queue.push(self);
+        }
+    }
+
     /// The write half of a pump run, with the pump's waker (the send's
     /// completion wakes the pump as usual).
     fn flush(self: Rc<Self>) {

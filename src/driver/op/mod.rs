@@ -127,17 +127,16 @@ impl<T: OpKind> Op<T> {
         Self::try_submit(driver, data).map_err(|(e, _)| e)
     }
 
-    /// [`try_submit`](Self::try_submit), with `cx`'s task registered for
-    /// the completion where the backend allows (io_uring). The flag says
+    /// [`try_submit`](Self::try_submit), with `wake()` registered for the
+    /// completion where the backend allows (io_uring). The flag says
     /// whether it was: if not (epoll), the operation still needs a first
     /// poll, which tries its system call.
     pub(crate) fn try_submit_waking(
         driver: &DriverRef,
         mut data: T,
-        cx: &Context<'_>,
+        wake: impl FnOnce() -> crate::driver::Wake,
     ) -> Result<(Op<T>, bool), (io::Error, T)> {
-        let by = || crate::driver::wake::wake_by(driver, cx.waker()).to_wake();
-        let submitted = driver.borrow_mut().submit_waking(&mut data, by);
+        let submitted = driver.borrow_mut().submit_waking(&mut data, wake);
         match submitted {
             Ok((key, registered)) => Ok((
                 Op {
