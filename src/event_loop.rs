@@ -463,11 +463,17 @@ impl EventLoop {
         Ok(())
     }
 
+    /// Takes what other threads queued (callbacks, task wake-ups).
+    #[inline]
     fn drain_remote(&self) {
-        let inner = &*self.inner;
-        if !inner.shared.has_pending() {
-            return;
+        // One atomic load when nothing came (most iterations).
+        if self.inner.shared.has_pending() {
+            self.drain_remote_queue();
         }
+    }
+
+    fn drain_remote_queue(&self) {
+        let inner = &*self.inner;
         let mut buf = std::mem::take(&mut *inner.remote_buf.borrow_mut());
         inner.shared.drain(&mut buf);
         for item in buf.drain(..) {

@@ -53,6 +53,9 @@ impl FlushQueue {
 
     /// Flushes everything queued.
     pub(crate) fn run(&self) {
+        if self.items.borrow().is_empty() {
+            return;
+        }
         for _ in 0..ROUNDS {
             let mut batch = std::mem::take(&mut *self.spare.borrow_mut());
             std::mem::swap(&mut batch, &mut *self.items.borrow_mut());

@@ -37,6 +37,13 @@ impl<T> Returns<T> {
         self.pending.store(true, Ordering::Release);
     }
 
+    /// Whether anything was pushed since the last
+    /// [`take_into`](Self::take_into) (one atomic load).
+    #[inline]
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// Moves everything queued into `out` (swapping vectors, so neither
     /// side allocates in the steady state when `out` starts empty).
     /// Nothing, and no lock, when nothing was queued.

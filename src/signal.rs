@@ -266,7 +266,15 @@ fn name(signum: i32) -> String {
 
 /// Turns recorded arrivals into callbacks on the ready queue; called by the
 /// loop once per iteration, after its wait.
+#[inline]
 pub(crate) fn dispatch(inner: &Rc<LoopInner>) {
+    // Most loops have no handler: one check, no call.
+    if inner.signals.borrow().pending.is_some() {
+        dispatch_pending(inner);
+    }
+}
+
+fn dispatch_pending(inner: &Rc<LoopInner>) {
     let mut fired = Vec::new();
     let signals = inner.signals.borrow();
     let Some(pending) = &signals.pending else {

@@ -214,7 +214,15 @@ impl BufRing {
 
     /// Puts the lent buffers given back since the last call into the
     /// ring again. The driver calls it before each submission.
+    #[inline]
     pub(crate) fn reclaim(&self) {
+        // Most iterations nothing came back.
+        if self.returns.is_pending() {
+            self.reclaim_returned();
+        }
+    }
+
+    fn reclaim_returned(&self) {
         let mut scratch = self.reclaimed.borrow_mut();
         self.returns.take_into(&mut scratch);
         if scratch.is_empty() {
