@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Server instructions per echo round trip, counted by callgrind.
+#
+#   bash benches/instructions.sh [SERVERS] [CONNS]
+#
+# SERVERS: comma-separated echo-benchmark server names (default
+# ringloop-proto-uring,ringloop-proto-epoll,ringloop-streams-uring,
+# ringloop-streams-epoll,bare-uring,bare-epoll,tokio); CONNS:
+# comma-separated connection counts (default 1,100).
+#
+# Each server runs as the echo benchmark runs it (`echo --serve NAME`),
+# under `valgrind --tool=callgrind`; `examples/echo_client` (on epoll, not
+# measured) sends 64-byte messages, one at a time per connection (20,000
+# round trips at 1 connection, 300 per connection at 100). Counters are
+# zeroed after a warm-up of 200 round trips per connection, and the
+# figure is user-space instructions (callgrind's Ir) over round trips.
+#
+# Unlike CPU time on a shared machine this does not move from run to run
+# (two runs of the same binary agree within about 1 %), so it shows what
+# a change to the loop's own code costs or saves. It does not see the
+# kernel, cache misses or waiting: it complements the echo benchmark, it
+# does not replace it. Needs valgrind; takes about a minute per server
+# and connection count. See docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+servers=${1:-ringloop-proto-uring,ringloop-proto-epoll,ringloop-streams-uring,ringloop-streams-epoll,bare-uring,bare-epoll,tokio}
+conns_list=${2:-1,100}
+
+command -v valgrind > /dev/null || {
+    echo "instructions.sh: needs valgrind (apt-get install valgrind)" >&2
+    exit 2
+}
+
+echo "building the echo benchmark and examples/echo_client (release)..." >&2
+bench=$(cargo bench -p ringloop-benches --bench echo --no-run 2>&1 |
+    sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
+cargo build --quiet --release --example echo_client
+client=target/release/examples/echo_client
+[ -x "$bench" ] || { echo "instructions.sh: echo benchmark binary not found" >&2; exit 1; }
+
+work=$(mktemp -d)
+vpid=""
+cleanup() {
+    # Only what this script started, by pid.
+    [ -n "$vpid" ] && kill -9 "$vpid" 2> /dev/null || true
+    [ -n "${holder:-}" ] && kill "$holder" 2> /dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# One measurement: server $1, $2 connections, $3 round trips each.
+measure() {
+    local server=$1 conns=$2 count=$3
+    local out=$work/cg.out fifo=$work/stdin
+    rm -f "$out"* "$fifo"
+    mkfifo "$fifo"
+    # The server exits when its stdin closes; keep it open meanwhile.
+    sleep 3600 > "$fifo" &
+    holder=$!
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$bench" --serve "$server" --cpu 0 < "$fifo" > "$work/stdout" 2> "$work/stderr" &
+    vpid=$!
+    local port=""
+    for _ in $(seq 1 300); do
+        port=$(awk '/^ready/ {print $2}' "$work/stdout" 2> /dev/null)
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    [ -n "$port" ] || { echo "instructions.sh: $server did not start" >&2; cat "$work/stderr" >&2; exit 1; }
+    "$client" --port "$port" --connections "$conns" --count 200 --backend epoll > /dev/null
+    callgrind_control -z "$vpid" > /dev/null
+    "$client" --port "$port" --connections "$conns" --count "$count" --backend epoll > /dev/null
+    callgrind_control -d "$vpid" > /dev/null
+    sleep 0.5
+    kill -9 "$vpid" 2> /dev/null || true
+    wait "$vpid" 2> /dev/null || true
+    vpid=""
+    kill "$holder" 2> /dev/null || true
+    wait "$holder" 2> /dev/null || true
+    holder=""
+    local dump ir
+    dump=$(ls -t "$out".* | head -1)
+    ir=$(awk '/^summary:/ {print $2; exit}' "$dump")
+    echo $((ir / (conns * count)))
+}
+
+IFS=, read -r -a server_arr <<< "$servers"
+IFS=, read -r -a conns_arr <<< "$conns_list"
+header="| server |"
+rule="| --- |"
+for c in "${conns_arr[@]}"; do
+    header+=" $c conn(s) |"
+    rule+=" ---: |"
+done
+echo "$header"
+echo "$rule"
+for s in "${server_arr[@]}"; do
+    row="| $s |"
+    for c in "${conns_arr[@]}"; do
+        if [ "$c" -eq 1 ]; then n=20000; else n=300; fi
+        row+=" $(measure "$s" "$c" "$n") |"
+    done
+    echo "$row"
+done
