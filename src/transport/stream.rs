@@ -114,8 +114,9 @@ pub(crate) struct StreamInner {
     /// `send` was submitted and not polled yet (on epoll, not even
     /// attempted): someone must poll it.
     send_unpolled: Cell<bool>,
-    /// io_uring: a send is submitted with the pump registered for its
-    /// completion, instead of polled once (see `drive_write`).
+    /// io_uring: a send is submitted with this transport registered for
+    /// the flush that follows its completion, instead of polled once (see
+    /// `drive_write`).
     wake_at_submit: bool,
     /// The protocol keeps what it receives (the streams reader): a large
     /// delivery becomes `Bytes` first, which it can keep without a copy
@@ -730,7 +731,8 @@ impl StreamInner {
                 break;
             }
             // Another write round only if this one left work it can do
-            // now; a send in flight wakes the pump when it completes.
+            // now; a send in flight is taken up when it completes (by
+            // the pump, or on io_uring by the flush).
             let write_more = wrote && self.write_unsettled();
             if delivered {
                 if write_more {
@@ -831,8 +833,8 @@ impl StreamInner {
         let mut progressed = false;
         // On epoll a send just started is polled once at once: that is
         // its system call (so the round trip needs no further pump
-        // round). On io_uring it is submitted with the pump registered
-        // for its completion, and not polled.
+        // round). On io_uring it is submitted with this transport
+        // registered for the flush after its completion, and not polled.
         for _ in 0..2 {
             let polled = {
                 let mut send = self.send.borrow_mut();
@@ -909,7 +911,8 @@ impl StreamInner {
     /// `drive_write` stopped with work it could do at once: a send it
     /// started but has not polled (epoll: not yet attempted), or bytes
     /// queued and no send in flight. Otherwise a send is in flight (its
-    /// completion wakes the pump) or nothing is queued.
+    /// completion brings the pump, or on io_uring the flush, back) or
+    /// nothing is queued.
     fn write_unsettled(&self) -> bool {
         self.send_unpolled.get()
             || (self.send.borrow().is_none() && !self.state.borrow().buf.is_empty())
@@ -1003,8 +1006,9 @@ impl Flush for StreamInner {
         }
     }
 
-    /// The write half of a pump run, with the pump's waker (the send's
-    /// completion wakes the pump as usual).
+    /// The write half of a pump run, with the pump's waker: after writes
+    /// from outside the pump, and on io_uring after a send completed
+    /// (which queued this flush; see `Wake::Flush`).
     fn flush(self: Rc<Self>) {
         self.flush_queued.set(false);
         if self.finished.get() || self.in_pump.get() {
