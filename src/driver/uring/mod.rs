@@ -436,6 +436,14 @@ impl UringDriver {
         timeout: Option<Duration>,
         wakers: &mut Vec<Wake>,
     ) -> io::Result<()> {
+        // Completions reaped early, while a full submission ring was
+        // handed to the kernel (`submit_now`), are work already: the wait
+        // must not block for another one that may never come.
+        let timeout = if self.deferred.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
         wakers.append(&mut self.deferred);
         if let Some(br) = &self.buf_ring {
             // Lent buffers dropped since the last iteration (on this
