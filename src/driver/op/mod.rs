@@ -138,14 +138,7 @@ impl<T: OpKind> Op<T> {
     ) -> Result<(Op<T>, bool), (io::Error, T)> {
         let submitted = driver.borrow_mut().submit_waking(&mut data, wake);
         match submitted {
-            Ok((key, registered)) => Ok((
-                Op {
-                    driver: driver.clone(),
-                    key,
-                    data: Some(data),
-                },
-                registered,
-            )),
+            Ok((key, registered)) => Ok((Self::submitted(driver, key, data), registered)),
             Err(e) => Err((e, data)),
         }
     }
@@ -155,12 +148,17 @@ impl<T: OpKind> Op<T> {
     pub(crate) fn try_submit(driver: &DriverRef, mut data: T) -> Result<Op<T>, (io::Error, T)> {
         let submitted = driver.borrow_mut().submit(&mut data);
         match submitted {
-            Ok(key) => Ok(Op {
-                driver: driver.clone(),
-                key,
-                data: Some(data),
-            }),
+            Ok(key) => Ok(Self::submitted(driver, key, data)),
             Err(e) => Err((e, data)),
+        }
+    }
+
+    /// The future of `data`, submitted under `key`.
+    fn submitted(driver: &DriverRef, key: usize, data: T) -> Op<T> {
+        Op {
+            driver: driver.clone(),
+            key,
+            data: Some(data),
         }
     }
 }
