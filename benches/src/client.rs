@@ -185,6 +185,8 @@ struct Conn {
 /// A set of connections to one server, and the loop that drives them.
 pub struct Client {
     ep: OwnedFd,
+    /// The server's port.
+    port: u16,
     timer: OwnedFd,
     armed: u64,
     conns: Vec<Conn>,
@@ -206,6 +208,78 @@ pub struct Client {
 
 fn os_err(what: &str) -> String {
     format!("{what}: {}", io::Error::last_os_error())
+}
+
+/// Bytes in a socket's queue (`TIOCOUTQ`: sent but unacknowledged;
+/// `FIONREAD`: received but unread); -1 if the query failed.
+fn sock_queue(fd: RawFd, request: libc::Ioctl) -> i64 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: both requests write one int through the pointer.
+    if unsafe { libc::ioctl(fd, request, &mut n) } != 0 {
+        return -1;
+    }
+    i64::from(n)
+}
+
+/// The TCP state and total retransmissions of a socket (`TCP_INFO`'s
+/// first byte and `tcpi_total_retrans`); (255, 0) if the query failed.
+fn tcp_state(fd: RawFd) -> (u8, u32) {
+    // SAFETY: tcp_info is plain integers; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid out pointers of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return (255, 0);
+    }
+    (info.tcpi_state, info.tcpi_total_retrans)
+}
+
+/// The server's sockets on `port` by TCP state (from `/proc/net/tcp`),
+/// and how many hold received bytes the server has not read.
+fn server_sockets(port: u16) -> String {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return "/proc/net/tcp unreadable".to_string();
+    };
+    let mut states = std::collections::BTreeMap::new();
+    let (mut unread, mut unread_bytes) = (0u64, 0u64);
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // local_address rem_address st tx_queue:rx_queue ...
+        let (Some(local), Some(st), Some(queues)) = (f.get(1), f.get(3), f.get(4)) else {
+            continue;
+        };
+        let lport = local
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        if lport != Some(port) {
+            continue;
+        }
+        *states.entry(st.to_string()).or_insert(0u64) += 1;
+        let rx = queues
+            .split(':')
+            .nth(1)
+            .and_then(|q| u64::from_str_radix(q, 16).ok())
+            .unwrap_or(0);
+        // A listener's rx_queue is its accept queue's length.
+        if rx > 0 && *st != "0A" {
+            unread += 1;
+            unread_bytes += rx;
+        }
+    }
+    format!(
+        "states (hex, 01 established, 03 syn-recv, 0A listen) {states:?}, \
+         {unread} sockets with {unread_bytes} bytes unread"
+    )
 }
 
 fn epoll_add(ep: RawFd, fd: RawFd, events: u32, token: u64) -> Result<(), String> {
@@ -253,6 +327,7 @@ impl Client {
             .collect();
         let mut c = Client {
             ep,
+            port,
             timer,
             armed: 0,
             conns: Vec::with_capacity(n),
@@ -593,13 +668,57 @@ impl Client {
         while !done(self) {
             if monotonic_ns() >= deadline {
                 return Err(format!(
-                    "{what}: timed out ({} bytes still owed by the server)",
-                    self.owed
+                    "{what}: timed out ({} bytes still owed by the server; {})",
+                    self.owed,
+                    self.diagnose_owed()
                 ));
             }
             self.poll(deadline)?;
         }
         Ok(())
+    }
+
+    /// Where the bytes still owed are, for a timeout's report: per
+    /// connection that owes, whether the server's kernel has not yet
+    /// acknowledged what was sent (still in this side's send queue: the
+    /// server side never took it from the network, e.g. a connection it
+    /// never completed), whether the echo sits unread in this side's
+    /// receive queue (a client bug), or neither (the server's kernel
+    /// has the bytes and the server program has not echoed them), with
+    /// the TCP state and retransmissions of the first few.
+    fn diagnose_owed(&self) -> String {
+        let (mut owing, mut unacked, mut unread, mut server_holds) = (0, 0, 0, 0);
+        let mut first = Vec::new();
+        for (i, c) in self.conns.iter().enumerate() {
+            if c.recvd >= c.allowed {
+                continue;
+            }
+            owing += 1;
+            let fd = c.fd.as_raw_fd();
+            let outq = sock_queue(fd, libc::TIOCOUTQ);
+            let inq = sock_queue(fd, libc::FIONREAD);
+            let (state, retrans) = tcp_state(fd);
+            if outq > 0 {
+                unacked += 1;
+            } else if inq > 0 {
+                unread += 1;
+            } else {
+                server_holds += 1;
+            }
+            if first.len() < 4 {
+                first.push(format!(
+                    "conn {i}: sent {} recvd {} allowed {} outq {outq} inq {inq} state {state} retransmits {retrans}",
+                    c.sent, c.recvd, c.allowed
+                ));
+            }
+        }
+        format!(
+            "{owing} connections owe: {unacked} with sent bytes the server's kernel has not \
+             acknowledged, {unread} with the echo unread on this side, {server_holds} with the \
+             bytes acknowledged but not echoed; {}; server side: {}",
+            first.join("; "),
+            server_sockets(self.port)
+        )
     }
 
     /// Runs one phase against `server` (whose CPU time is read at the
