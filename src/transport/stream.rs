@@ -830,6 +830,9 @@ impl StreamInner {
 
     /// Completes and starts sends; true if anything happened.
     fn drive_write(self: &Rc<Self>, cx: &mut Context<'_>) -> bool {
+        if self.write_idle() {
+            return false;
+        }
         let mut progressed = false;
         // On epoll a send just started is polled once at once: that is
         // its system call (so the round trip needs no further pump
@@ -906,6 +909,20 @@ impl StreamInner {
             }
         }
         progressed
+    }
+
+    /// Nothing for `drive_write` to do: no send, nothing queued, and
+    /// nothing waiting for the buffer to drain (a close or `write_eof` to
+    /// finish, a `drain`/`sendfile` waiter to wake), so
+    /// [`buffer_drained`](Self::buffer_drained) would do nothing. The
+    /// pump's first write round of a delivery nearly always finds this
+    /// (the flush took the last send's completion).
+    fn write_idle(&self) -> bool {
+        if self.send.borrow().is_some() || !self.empty_waiters.borrow().is_empty() {
+            return false;
+        }
+        let st = self.state.borrow();
+        st.buf.is_empty() && !st.closing && !(st.eof_requested && !st.eof_sent)
     }
 
     /// `drive_write` stopped with work it could do at once: a send it
