@@ -922,7 +922,7 @@ impl StreamInner {
             return false;
         }
         let st = self.state.borrow();
-        st.buf.is_empty() && !st.closing && !(st.eof_requested && !st.eof_sent)
+        st.buf.is_empty() && !st.closing && (st.eof_sent || !st.eof_requested)
     }
 
     /// `drive_write` stopped with work it could do at once: a send it
