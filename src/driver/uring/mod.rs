@@ -69,6 +69,17 @@ pub(crate) struct UringDriver {
     no_multishot_recv: bool,
     /// The buffer ring's shape: buffers (0: none) and bytes per buffer.
     recv_buffers: (u16, usize),
+    /// What completions reaped since the last poll asked of the buffer
+    /// ring (see `BufRing::top_up`).
+    ring_demand: RingDemand,
+}
+
+/// Completions that took a buffer from the ring, and receives refused
+/// for lack of one (`ENOBUFS`), since the ring was last topped up.
+#[derive(Clone, Copy, Default)]
+struct RingDemand {
+    took: u32,
+    refused: u32,
 }
 
 fn closed() -> io::Error {
@@ -96,6 +107,7 @@ impl UringDriver {
             buf_ring: None,
             no_multishot_recv: recv_buffers.0 == 0,
             recv_buffers,
+            ring_demand: RingDemand::default(),
         })
     }
 
@@ -447,8 +459,11 @@ impl UringDriver {
         wakers.append(&mut self.deferred);
         if let Some(br) = &self.buf_ring {
             // Lent buffers dropped since the last iteration (on this
-            // thread or another) go back into the ring.
+            // thread or another) come back; then the ring is refilled to
+            // what the last iterations took, warmest buffers first.
             br.reclaim();
+            let demand = std::mem::take(&mut self.ring_demand);
+            br.top_up(demand.took, demand.refused);
         }
         self.arm_wake()?;
         let ring = self.ring.as_mut().ok_or_else(closed)?;
@@ -494,6 +509,7 @@ impl UringDriver {
                     &mut self.slots,
                     &mut self.kernel_owned,
                     &mut self.wake_armed,
+                    &mut self.ring_demand,
                     cqe,
                     wakers,
                 );
@@ -516,6 +532,7 @@ impl UringDriver {
         slots: &mut Slab<Entry>,
         kernel_owned: &mut usize,
         wake_armed: &mut bool,
+        ring_demand: &mut RingDemand,
         cqe: cqueue::Entry,
         wakers: &mut Vec<Wake>,
     ) {
@@ -523,6 +540,11 @@ impl UringDriver {
             res: cqe.result(),
             flags: cqe.flags(),
         };
+        if cqueue::buffer_select(c.flags).is_some() {
+            ring_demand.took += 1;
+        } else if c.res == -libc::ENOBUFS {
+            ring_demand.refused += 1;
+        }
         match cqe.user_data() {
             WAKE_TOKEN => *wake_armed = false,
             CANCEL_TOKEN => {}
