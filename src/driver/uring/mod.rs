@@ -457,12 +457,13 @@ impl UringDriver {
             Some(Duration::ZERO)
         };
         wakers.append(&mut self.deferred);
+        // Taken even without a ring, so the counts never grow unbounded.
+        let demand = std::mem::take(&mut self.ring_demand);
         if let Some(br) = &self.buf_ring {
             // Lent buffers dropped since the last iteration (on this
             // thread or another) come back; then the ring is refilled to
             // what the last iterations took, warmest buffers first.
             br.reclaim();
-            let demand = std::mem::take(&mut self.ring_demand);
             br.top_up(demand.took, demand.refused);
         }
         self.arm_wake()?;
@@ -540,10 +541,12 @@ impl UringDriver {
             res: cqe.result(),
             flags: cqe.flags(),
         };
+        // (An `ENOBUFS` of another operation, a send, counts too: it only
+        // makes the next top-up a little more generous.)
         if cqueue::buffer_select(c.flags).is_some() {
-            ring_demand.took += 1;
+            ring_demand.took = ring_demand.took.saturating_add(1);
         } else if c.res == -libc::ENOBUFS {
-            ring_demand.refused += 1;
+            ring_demand.refused = ring_demand.refused.saturating_add(1);
         }
         match cqe.user_data() {
             WAKE_TOKEN => *wake_armed = false,
