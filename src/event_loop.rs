@@ -409,7 +409,9 @@ impl EventLoop {
         // Always: compacts the timer heap and drops cancelled heads, as
         // asyncio does at the start of every iteration.
         let next_deadline = inner.timers.borrow_mut().next_deadline();
-        let timeout = if !inner.ready.borrow().is_empty() || inner.stopping.get() {
+        let has_ready = !inner.ready.borrow().is_empty();
+        let stopping = inner.stopping.get();
+        let timeout = if has_ready || stopping {
             Some(Duration::ZERO)
         } else {
             match next_deadline {
@@ -422,7 +424,13 @@ impl EventLoop {
             }
         };
         let mut wakers = std::mem::take(&mut *inner.waker_buf.borrow_mut());
-        let polled = inner.driver.borrow_mut().poll(timeout, &mut wakers);
+        // A stopping loop's last iteration always checks for I/O (asyncio's
+        // `run_forever` after `stop`).
+        let deferrable = has_ready && !stopping;
+        let polled = inner
+            .driver
+            .borrow_mut()
+            .poll(timeout, deferrable, &mut wakers);
         for w in wakers.drain(..) {
             match w {
                 Wake::Task(t) => inner.schedule_task(t.key, t.id),

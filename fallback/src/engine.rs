@@ -491,6 +491,12 @@ impl<W: Wakeup> Engine<W> {
             .map(|w| w.key)
     }
 
+    /// True if some parked waker's readiness is known already: the next
+    /// [`wait`](Self::wait) hands it out without blocking.
+    pub fn has_known_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// Number of operations waiting for readiness (or whose readiness is
     /// known and will be handed out by the next wait).
     pub fn waiting(&self) -> usize {

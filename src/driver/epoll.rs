@@ -34,6 +34,9 @@ pub(crate) struct EpollDriver {
     /// Keys are even for operations that use their descriptor, odd for
     /// readiness waits (`OpKind::USES_FD == false`).
     next_key: u64,
+    /// The last [`poll`](Self::poll) put off its zero-timeout check: the
+    /// next one makes it.
+    deferred: bool,
 }
 
 fn closed() -> io::Error {
@@ -48,6 +51,7 @@ impl EpollDriver {
         Ok(EpollDriver {
             engine: Some(engine),
             next_key: 0,
+            deferred: false,
         })
     }
 
@@ -116,19 +120,40 @@ impl EpollDriver {
             .is_some_and(|e| e.waiter_keys(fd).any(|k| k % 2 == 0))
     }
 
+    /// Waits at most `timeout` for readiness, appending the wakers of
+    /// what may proceed to `wakers`.
+    ///
+    /// A zero timeout makes no system call while nothing waits for
+    /// readiness (as io_uring skips an empty zero-timeout enter). When
+    /// the timeout is zero only because callbacks are ready
+    /// (`deferrable`), every other such check is put off to the next
+    /// iteration, unless readiness is already known: on io_uring the
+    /// check is free (completions are in shared memory), here it is an
+    /// `epoll_wait`. The common case is a task woken by a receive (a
+    /// streams reader): without this, the iteration that runs it made an
+    /// `epoll_wait(…, 0)` that found nothing, one more system call per
+    /// request. Readiness is still checked at least every second
+    /// iteration, however busy the loop stays.
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
+        deferrable: bool,
         wakers: &mut Vec<Wake>,
     ) -> io::Result<()> {
         let engine = self.engine.as_mut().ok_or_else(closed)?;
-        if timeout == Some(Duration::ZERO) && engine.waiting() == 0 {
-            // Nothing waits for readiness and nothing may block: no system
-            // call (as io_uring skips an empty zero-timeout enter). Work
-            // from other threads is seen through the remote queue's flag,
-            // and the eventfd is drained at the next real wait.
-            return Ok(());
+        if timeout == Some(Duration::ZERO) {
+            if engine.waiting() == 0 {
+                // Nothing waits for readiness and nothing may block. Work
+                // from other threads is seen through the remote queue's
+                // flag, and the eventfd is drained at the next real wait.
+                return Ok(());
+            }
+            if deferrable && !self.deferred && !engine.has_known_ready() {
+                self.deferred = true;
+                return Ok(());
+            }
         }
+        self.deferred = false;
         engine.wait(timeout, wakers)
     }
 

@@ -289,14 +289,20 @@ impl Driver {
 
     /// Submits and waits in one system call; completions are recorded and
     /// their wakers appended to `wakers`.
+    ///
+    /// `deferrable`: the timeout is zero only because callbacks are
+    /// ready (the loop is not stopping), so the readiness check may be
+    /// put off by one iteration where it costs a system call (epoll; see
+    /// [`EpollDriver::poll`](epoll::EpollDriver::poll)).
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
+        deferrable: bool,
         wakers: &mut Vec<Wake>,
     ) -> io::Result<()> {
         match self {
             Driver::Uring(d) => d.poll(timeout, wakers),
-            Driver::Epoll(d) => d.poll(timeout, wakers),
+            Driver::Epoll(d) => d.poll(timeout, deferrable, wakers),
         }
     }
 
