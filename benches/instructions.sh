@@ -32,53 +32,21 @@ command -v valgrind > /dev/null || {
     exit 2
 }
 
-echo "building the echo benchmark and examples/echo_client (release)..." >&2
-bench=$(cargo bench -p ringloop-benches --bench echo --no-run 2>&1 |
-    sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
-cargo build --quiet --release --example echo_client
-client=target/release/examples/echo_client
-[ -x "$bench" ] || { echo "instructions.sh: echo benchmark binary not found" >&2; exit 1; }
-
-work=$(mktemp -d)
-vpid=""
-cleanup() {
-    # Only what this script started, by pid.
-    [ -n "$vpid" ] && kill -9 "$vpid" 2> /dev/null || true
-    [ -n "${holder:-}" ] && kill "$holder" 2> /dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. benches/echo_harness.sh
+build_echo
 
 # One measurement: server $1, $2 connections, $3 round trips each.
 measure() {
     local server=$1 conns=$2 count=$3
-    local out=$work/cg.out fifo=$work/stdin
-    rm -f "$out"* "$fifo"
-    mkfifo "$fifo"
-    # The server exits when its stdin closes; keep it open meanwhile.
-    sleep 3600 > "$fifo" &
-    holder=$!
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$bench" --serve "$server" --cpu 0 < "$fifo" > "$work/stdout" 2> "$work/stderr" &
-    vpid=$!
-    local port=""
-    for _ in $(seq 1 300); do
-        port=$(awk '/^ready/ {print $2}' "$work/stdout" 2> /dev/null)
-        [ -n "$port" ] && break
-        sleep 0.1
-    done
-    [ -n "$port" ] || { echo "instructions.sh: $server did not start" >&2; cat "$work/stderr" >&2; exit 1; }
+    local out=$harness_work/cg.out
+    rm -f "$out"*
+    start_server "$server" valgrind --tool=callgrind --callgrind-out-file="$out"
     "$client" --port "$port" --connections "$conns" --count 200 --backend epoll > /dev/null
-    callgrind_control -z "$vpid" > /dev/null
+    callgrind_control -z "$server_pid" > /dev/null
     "$client" --port "$port" --connections "$conns" --count "$count" --backend epoll > /dev/null
-    callgrind_control -d "$vpid" > /dev/null
+    callgrind_control -d "$server_pid" > /dev/null
     sleep 0.5
-    kill -9 "$vpid" 2> /dev/null || true
-    wait "$vpid" 2> /dev/null || true
-    vpid=""
-    kill "$holder" 2> /dev/null || true
-    wait "$holder" 2> /dev/null || true
-    holder=""
+    stop_server
     local dump ir
     dump=$(ls -t "$out".* | head -1)
     ir=$(awk '/^summary:/ {print $2; exit}' "$dump")
@@ -99,7 +67,9 @@ for s in "${server_arr[@]}"; do
     row="| $s |"
     for c in "${conns_arr[@]}"; do
         if [ "$c" -eq 1 ]; then n=20000; else n=300; fi
-        row+=" $(measure "$s" "$c" "$n") |"
+        # Not in $(...): in this shell, so the exit trap sees its pids.
+        measure "$s" "$c" "$n" > "$harness_work/row"
+        row+=" $(cat "$harness_work/row") |"
     done
     echo "$row"
 done

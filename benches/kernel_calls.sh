@@ -44,60 +44,30 @@ perf stat -x, -e "$events" true > /dev/null 2>&1 || {
     exit 2
 }
 
-echo "building the echo benchmark and examples/echo_client (release)..." >&2
-bench=$(cargo bench -p ringloop-benches --bench echo --no-run 2>&1 |
-    sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
-cargo build --quiet --release --example echo_client
-client=target/release/examples/echo_client
-[ -x "$bench" ] || { echo "kernel_calls.sh: echo benchmark binary not found" >&2; exit 1; }
-
-work=$(mktemp -d)
-spid=""
-ppid_=""
-holder=""
-cleanup() {
-    # Only what this script started, by pid.
-    [ -n "$ppid_" ] && kill -INT "$ppid_" 2> /dev/null || true
-    [ -n "$spid" ] && kill -9 "$spid" 2> /dev/null || true
-    [ -n "$holder" ] && kill "$holder" 2> /dev/null || true
-    rm -rf "$work"
+. benches/echo_harness.sh
+perf_pid=""
+stop_perf() {
+    [ -n "$perf_pid" ] && kill -INT "$perf_pid" 2> /dev/null || true
 }
-trap cleanup EXIT
+harness_cleanup=stop_perf
+build_echo
 
 # One measurement: server $1, $2 connections, $3 round trips each.
 # Prints "syscalls waits submitted completed poll-arms", each per round trip.
 measure() {
     local server=$1 conns=$2 count=$3
-    local fifo=$work/stdin
-    rm -f "$fifo" "$work/perf"
-    mkfifo "$fifo"
-    # The server exits when its stdin closes; keep it open meanwhile.
-    sleep 3600 > "$fifo" &
-    holder=$!
-    "$bench" --serve "$server" --cpu 0 < "$fifo" > "$work/stdout" 2> "$work/stderr" &
-    spid=$!
-    local port=""
-    for _ in $(seq 1 300); do
-        port=$(awk '/^ready/ {print $2}' "$work/stdout" 2> /dev/null)
-        [ -n "$port" ] && break
-        sleep 0.1
-    done
-    [ -n "$port" ] || { echo "kernel_calls.sh: $server did not start" >&2; cat "$work/stderr" >&2; exit 1; }
+    rm -f "$harness_work/perf"
+    start_server "$server"
     "$client" --port "$port" --connections "$conns" --count 200 --backend epoll > /dev/null
-    perf stat -x, -p "$spid" -e "$events" -o "$work/perf" &
-    ppid_=$!
+    perf stat -x, -p "$server_pid" -e "$events" -o "$harness_work/perf" &
+    perf_pid=$!
     # perf attaches asynchronously; give it time before the counted load.
     sleep 0.5
     taskset -c 1 "$client" --port "$port" --connections "$conns" --count "$count" --backend epoll > /dev/null
-    kill -INT "$ppid_"
-    wait "$ppid_" 2> /dev/null || true
-    ppid_=""
-    kill -9 "$spid" 2> /dev/null || true
-    wait "$spid" 2> /dev/null || true
-    spid=""
-    kill "$holder" 2> /dev/null || true
-    wait "$holder" 2> /dev/null || true
-    holder=""
+    kill -INT "$perf_pid"
+    wait "$perf_pid" 2> /dev/null || true
+    perf_pid=""
+    stop_server
     awk -F, -v rt=$((conns * count)) '
         $1 ~ /^[0-9]+$/ { n[$3] = $1 }
         END {
@@ -107,7 +77,7 @@ measure() {
                 n["io_uring:io_uring_submit_req"] / rt,
                 n["io_uring:io_uring_complete"] / rt,
                 n["io_uring:io_uring_poll_arm"] / rt
-        }' "$work/perf"
+        }' "$harness_work/perf"
 }
 
 IFS=, read -r -a server_arr <<< "$servers"
@@ -118,8 +88,8 @@ for s in "${server_arr[@]}"; do
     for c in "${conns_arr[@]}"; do
         if [ "$c" -eq 1 ]; then n=20000; else n=300; fi
         # Not in $(...): in this shell, so the exit trap sees its pids.
-        measure "$s" "$c" "$n" > "$work/row"
-        read -r sc waits sqes cqes arms < "$work/row"
+        measure "$s" "$c" "$n" > "$harness_work/row"
+        read -r sc waits sqes cqes arms < "$harness_work/row"
         echo "| $s | $c | $sc | $waits | $sqes | $cqes | $arms |"
     done
 done
