@@ -29,8 +29,8 @@ use super::read::{ReadBuf, ReadEvent, Reader};
 use super::write_buf::{Limits, WriteBuffer};
 use super::Transport;
 use crate::driver::op::sendmsg::SendMsg;
-use crate::driver::op::{DriverRef, Op};
-use crate::driver::Wake;
+use crate::driver::op::{DriverRef, Op, OpKind};
+use crate::driver::{Completion, Wake};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::exception::ErrorContext;
@@ -834,23 +834,29 @@ impl StreamInner {
             return false;
         }
         let mut progressed = false;
-        // On epoll a send just started is polled once at once: that is
-        // its system call (so the round trip needs no further pump
-        // round). On io_uring it is submitted with this transport
-        // registered for the flush after its completion, and not polled.
-        for _ in 0..2 {
-            let polled = {
-                let mut send = self.send.borrow_mut();
-                self.send_unpolled.set(false);
-                match send.as_mut() {
-                    Some(op) => match Pin::new(op).poll(cx) {
-                        Poll::Ready(r) => {
-                            *send = None;
-                            Some(r)
-                        }
-                        Poll::Pending => return progressed,
-                    },
-                    None => None,
+        // On epoll a send is first tried as a plain system call (the
+        // result is handled in the next round, so the round trip needs
+        // no further pump run); only one that would block becomes an
+        // operation, parked until the socket is writable. On io_uring a
+        // send is submitted with this transport registered for the flush
+        // after its completion, and not polled.
+        let mut sent_now = None;
+        for round in 0..2 {
+            let polled = match sent_now.take() {
+                Some(done) => Some(done),
+                None => {
+                    let mut send = self.send.borrow_mut();
+                    self.send_unpolled.set(false);
+                    match send.as_mut() {
+                        Some(op) => match Pin::new(op).poll(cx) {
+                            Poll::Ready(r) => {
+                                *send = None;
+                                Some(r)
+                            }
+                            Poll::Pending => return progressed,
+                        },
+                        None => None,
+                    }
                 }
             };
             if let Some((result, batch)) = polled {
@@ -878,7 +884,14 @@ impl StreamInner {
                 return progressed;
             };
             progressed = true;
-            let op = SendMsg::new(self.raw_fd, batch);
+            let mut op = SendMsg::new(self.raw_fd, batch);
+            // Only where a round follows to take the result.
+            if !self.wake_at_submit && round == 0 {
+                if let Some(res) = try_send_now(&mut op) {
+                    sent_now = Some(op.complete(res));
+                    continue;
+                }
+            }
             let submitted = if self.wake_at_submit {
                 // Its completion queues this transport for the flush at
                 // the end of that iteration, which takes the result (and
@@ -1013,6 +1026,22 @@ impl StreamInner {
             st.read_paused = false;
         }
         self.wake_pump();
+    }
+}
+
+/// epoll: `op`'s system call, made now. `None` if it would block (the
+/// caller makes it an operation, which waits for the socket to be
+/// writable); else its result as a completion. The engine's readiness
+/// needs no update: only a send that would block clears it, and that one
+/// is retried as an operation.
+fn try_send_now(op: &mut SendMsg) -> Option<Completion> {
+    loop {
+        match op.attempt() {
+            Ok(n) => return Some(Completion::new(n.min(i32::MAX as u32) as i32)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) => return Some(Completion::new(-e.raw_os_error().unwrap_or(libc::EIO))),
+        }
     }
 }
 
