@@ -78,14 +78,11 @@ impl EpollDriver {
         let wake = by.to_wake();
         match engine.poll_io(key as u64, fd, interest, &wake, &mut || op.attempt()) {
             Poll::Pending => SlotPoll::Pending,
-            Poll::Ready(Ok(n)) => {
-                if op.drained(n) {
+            Poll::Ready(r) => {
+                if r.as_ref().is_ok_and(|&n| op.drained(n)) {
                     engine.note_drained(fd);
                 }
-                SlotPoll::Ready(Completion::new(n.min(i32::MAX as u32) as i32))
-            }
-            Poll::Ready(Err(e)) => {
-                SlotPoll::Ready(Completion::new(-e.raw_os_error().unwrap_or(libc::EIO)))
+                SlotPoll::Ready(Completion::from_io(r))
             }
         }
     }

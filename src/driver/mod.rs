@@ -102,6 +102,15 @@ impl Completion {
         Completion { res, flags: 0 }
     }
 
+    /// The completion a readiness-path system call's result stands for:
+    /// the count (clamped), or the negated errno.
+    pub(crate) fn from_io(r: io::Result<u32>) -> Completion {
+        match r {
+            Ok(n) => Completion::new(n.min(i32::MAX as u32) as i32),
+            Err(e) => Completion::new(-e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+
     /// A multishot operation's non-terminal completion: more follow.
     pub(crate) fn more(self) -> bool {
         io_uring::cqueue::more(self.flags)

@@ -1035,13 +1035,9 @@ impl StreamInner {
 /// needs no update: only a send that would block clears it, and that one
 /// is retried as an operation.
 fn try_send_now(op: &mut SendMsg) -> Option<Completion> {
-    loop {
-        match op.attempt() {
-            Ok(n) => return Some(Completion::new(n.min(i32::MAX as u32) as i32)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-            Err(e) => return Some(Completion::new(-e.raw_os_error().unwrap_or(libc::EIO))),
-        }
+    match ringloop_fallback::retry_interrupted(|| op.attempt()) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        r => Some(Completion::from_io(r)),
     }
 }
 
