@@ -3,6 +3,15 @@
 # echo server process as the benchmark runs it (`echo --serve NAME
 # --cpu 0`). The caller has `cd`ed to the repository root and set `-eu`.
 
+# Every echo-benchmark server, the scripts' default list.
+ALL_SERVERS=ringloop-proto-uring,ringloop-proto-epoll,ringloop-streams-uring,ringloop-streams-epoll,bare-uring,bare-epoll,tokio
+
+# round_trips CONNS: round trips per connection measured at CONNS
+# connections (20,000 at one, 300 each otherwise: a few seconds each).
+round_trips() {
+    if [ "$1" -eq 1 ]; then echo 20000; else echo 300; fi
+}
+
 # Builds both binaries; sets `bench` and `client` to their paths.
 build_echo() {
     echo "building the echo benchmark and examples/echo_client (release)..." >&2

@@ -23,8 +23,9 @@
 # and connection count. See docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/echo_harness.sh
 
-servers=${1:-ringloop-proto-uring,ringloop-proto-epoll,ringloop-streams-uring,ringloop-streams-epoll,bare-uring,bare-epoll,tokio}
+servers=${1:-$ALL_SERVERS}
 conns_list=${2:-1,100}
 
 command -v valgrind > /dev/null || {
@@ -32,7 +33,6 @@ command -v valgrind > /dev/null || {
     exit 2
 }
 
-. benches/echo_harness.sh
 build_echo
 
 # One measurement: server $1, $2 connections, $3 round trips each.
@@ -66,7 +66,7 @@ echo "$rule"
 for s in "${server_arr[@]}"; do
     row="| $s |"
     for c in "${conns_arr[@]}"; do
-        if [ "$c" -eq 1 ]; then n=20000; else n=300; fi
+        n=$(round_trips "$c")
         # Not in $(...): in this shell, so the exit trap sees its pids.
         measure "$s" "$c" "$n" > "$harness_work/row"
         row+=" $(cat "$harness_work/row") |"

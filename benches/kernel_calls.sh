@@ -28,8 +28,9 @@
 # See docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/echo_harness.sh
 
-servers=${1:-ringloop-proto-uring,ringloop-proto-epoll,ringloop-streams-uring,ringloop-streams-epoll,bare-uring,bare-epoll,tokio}
+servers=${1:-$ALL_SERVERS}
 conns_list=${2:-1,100}
 
 command -v perf > /dev/null || {
@@ -44,7 +45,6 @@ perf stat -x, -e "$events" true > /dev/null 2>&1 || {
     exit 2
 }
 
-. benches/echo_harness.sh
 perf_pid=""
 stop_perf() {
     [ -n "$perf_pid" ] && kill -INT "$perf_pid" 2> /dev/null || true
@@ -86,7 +86,7 @@ echo "| server | conns | system calls | of them waits | io_uring SQEs | io_uring
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for s in "${server_arr[@]}"; do
     for c in "${conns_arr[@]}"; do
-        if [ "$c" -eq 1 ]; then n=20000; else n=300; fi
+        n=$(round_trips "$c")
         # Not in $(...): in this shell, so the exit trap sees its pids.
         measure "$s" "$c" "$n" > "$harness_work/row"
         read -r sc waits sqes cqes arms < "$harness_work/row"

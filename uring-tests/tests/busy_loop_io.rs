@@ -41,6 +41,16 @@ fn spin(lp: &EventLoop, count: Rc<Cell<u32>>, done: Rc<Cell<bool>>, at: Rc<dyn F
     .unwrap();
 }
 
+/// `what`, sent in iteration `SEND_AT`, arrived in iteration `got` (0:
+/// never, in `spun` iterations): within `WITHIN` iterations.
+fn assert_in_time(got: u32, spun: u32, what: &str) {
+    assert!(got > 0, "{what}: nothing arrived in {spun} busy iterations");
+    assert!(
+        got <= SEND_AT + WITHIN,
+        "{what}: sent in iteration {SEND_AT}, arrived in iteration {got}"
+    );
+}
+
 #[test]
 fn a_stream_transport_receives_while_callbacks_keep_the_loop_busy() {
     let tl = TestLoop::new();
@@ -62,16 +72,7 @@ fn a_stream_transport_receives_while_callbacks_keep_the_loop_busy() {
     });
     spin(&lp, count.clone(), done, at);
     lp.run_forever().unwrap();
-    let got = arrived.get();
-    assert!(
-        got > 0,
-        "nothing delivered in {} busy iterations",
-        count.get()
-    );
-    assert!(
-        got <= SEND_AT + WITHIN,
-        "sent in iteration {SEND_AT}, delivered by iteration {got}"
-    );
+    assert_in_time(arrived.get(), count.get(), "the transport's data");
     t.abort();
 }
 
@@ -101,16 +102,7 @@ fn a_sock_recv_completes_while_callbacks_keep_the_loop_busy() {
     });
     spin(&lp, count.clone(), done, at);
     lp.run_forever().unwrap();
-    let got = arrived.get();
-    assert!(
-        got > 0,
-        "sock_recv not done in {} busy iterations",
-        count.get()
-    );
-    assert!(
-        got <= SEND_AT + WITHIN,
-        "sent in iteration {SEND_AT}, received by iteration {got}"
-    );
+    assert_in_time(arrived.get(), count.get(), "sock_recv");
     assert_eq!(&tl.block_on(task).unwrap().unwrap()[..], b"ping");
 }
 
