@@ -34,6 +34,14 @@
 //!   set: the next operation tries again, as level-triggered polling
 //!   would.
 //!
+//! # Watchers
+//!
+//! An owner that reads a registered descriptor for its whole life (a
+//! stream transport) uses [`Engine::poll_io_watching`] instead: its waiter
+//! is a *watcher*, woken at every event for its direction and left parked
+//! when woken and when an attempt succeeds, until [`Engine::cancel`]. It
+//! parks once, not after every receive.
+//!
 //! [`Engine::deregister`] removes the epoll registration and forgets the
 //! readiness, so that a descriptor number closed and reused starts with
 //! fresh state. [`Engine::register`] on a number that is registered
@@ -56,6 +64,9 @@ struct Waiter<W> {
     key: u64,
     interest: Interest,
     waker: W,
+    /// A watcher ([`Engine::poll_io_watching`]): woken at every event for
+    /// `interest` and left parked, until cancelled.
+    persistent: bool,
 }
 
 /// What the engine knows of a registered descriptor's readiness.
@@ -361,12 +372,18 @@ impl<W: Wakeup> Engine<W> {
     /// parks without a system call until the next edge. Ignored otherwise,
     /// and once the peer has shut down or the descriptor failed (no edge
     /// would come to report the end of file again).
-    pub fn note_drained(&mut self, fd: RawFd) {
+    ///
+    /// Returns true if it took effect: until the next
+    /// [`wait`](Self::wait) records an event, a read of `fd` parks without
+    /// a system call.
+    pub fn note_drained(&mut self, fd: RawFd) -> bool {
         if let Some(reg) = slot_mut(&mut self.fds, fd).and_then(|s| s.reg.as_mut()) {
             if reg.stream && !reg.read_closed && !reg.failed {
                 reg.readable = false;
+                return true;
             }
         }
+        false
     }
 
     /// Tries `attempt`; on `WouldBlock`, parks `waker` under `key` until
@@ -409,6 +426,46 @@ impl<W: Wakeup> Engine<W> {
         }
     }
 
+    /// [`poll_io`](Self::poll_io) for an owner that keeps watching `fd`
+    /// (a stream transport's reader): the waiter parked under `key` is a
+    /// *watcher*. It is woken at every event for `interest` and stays
+    /// parked when woken and when `attempt` succeeds, until
+    /// [`cancel`](Self::cancel). So the owner does not park again after
+    /// each receive; a poll that finds `fd` known not to be ready only
+    /// checks that the watcher is there, with this waker.
+    ///
+    /// The owner may be woken by an event it has no use for (one that
+    /// arrives while it still has data to take): it tries again and finds
+    /// nothing, as after any spurious wake-up.
+    pub fn poll_io_watching<T>(
+        &mut self,
+        key: u64,
+        fd: RawFd,
+        interest: Interest,
+        waker: &W,
+        attempt: &mut impl FnMut() -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        let known = self.state(fd).and_then(|s| s.reg);
+        if known.is_some_and(|r| !r.may_proceed(interest)) {
+            return match self.park_as(key, fd, interest, waker, true) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            };
+        }
+        match retry_interrupted(&mut *attempt) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(reg) = slot_mut(&mut self.fds, fd).and_then(|s| s.reg.as_mut()) {
+                    reg.clear(interest);
+                }
+                match self.park_as(key, fd, interest, waker, true) {
+                    Ok(()) => Poll::Pending,
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            }
+            other => Poll::Ready(other),
+        }
+    }
+
     /// Parks `waker` under `key` until `fd` is ready for `interest`.
     ///
     /// On a registered descriptor whose readiness for `interest` is not
@@ -416,6 +473,20 @@ impl<W: Wakeup> Engine<W> {
     /// [`wait`](Self::wait) without blocking (an edge-triggered
     /// registration would report nothing new).
     pub fn park(&mut self, key: u64, fd: RawFd, interest: Interest, waker: &W) -> io::Result<()> {
+        self.park_as(key, fd, interest, waker, false)
+    }
+
+    /// [`park`](Self::park); `persistent`: as a watcher (see
+    /// [`poll_io_watching`](Self::poll_io_watching)), which known
+    /// readiness does not remove.
+    fn park_as(
+        &mut self,
+        key: u64,
+        fd: RawFd,
+        interest: Interest,
+        waker: &W,
+        persistent: bool,
+    ) -> io::Result<()> {
         if fd < 0 {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
@@ -428,15 +499,19 @@ impl<W: Wakeup> Engine<W> {
                 }
                 reg.added = true;
             }
-            if reg.may_proceed(interest) && !interest.is_empty() {
+            if reg.may_proceed(interest) && !interest.is_empty() && !persistent {
                 self.cancel(key, fd);
                 self.ready.push(waker.clone());
                 return Ok(());
             }
         }
+        let known_ready = state
+            .reg
+            .is_some_and(|r| r.may_proceed(interest) && !interest.is_empty());
         match state.waiters.find_mut(key) {
             Some(w) => {
                 w.interest = interest;
+                w.persistent = persistent;
                 if !w.waker.same_as(waker) {
                     w.waker = waker.clone();
                 }
@@ -446,9 +521,16 @@ impl<W: Wakeup> Engine<W> {
                     key,
                     interest,
                     waker: waker.clone(),
+                    persistent,
                 });
                 self.parked += 1;
             }
+        }
+        if known_ready {
+            // A watcher on readiness already known: woken by the next
+            // wait, and left parked.
+            self.ready.push(waker.clone());
+            return Ok(());
         }
         if state.reg.is_some() {
             // Edge-triggered and already added: the next edge wakes it.
@@ -533,14 +615,19 @@ impl<W: Wakeup> Engine<W> {
             if let Some(reg) = state.reg.as_mut() {
                 reg.record(&ev);
             }
-            self.parked -= state.waiters.remove_if(
-                |w| {
-                    (w.interest.read && ev.readable)
-                        || (w.interest.write && ev.writable)
-                        || (w.interest.is_empty() && ev.failed)
-                },
-                |w| wakers.push(w.waker),
-            );
+            let fires = |w: &Waiter<W>| {
+                (w.interest.read && ev.readable)
+                    || (w.interest.write && ev.writable)
+                    || (w.interest.is_empty() && ev.failed)
+            };
+            for w in state.waiters.iter() {
+                if w.persistent && fires(w) {
+                    wakers.push(w.waker.clone());
+                }
+            }
+            self.parked -= state
+                .waiters
+                .remove_if(|w| !w.persistent && fires(w), |w| wakers.push(w.waker));
             if state.reg.is_some() {
                 // Edge-triggered: stays registered, nothing to re-arm.
                 continue;
@@ -576,6 +663,7 @@ mod tests {
             key,
             interest: Interest::READ,
             waker: Waker::from(Arc::new(Nop)),
+            persistent: false,
         }
     }
 

@@ -37,7 +37,9 @@
 //!   attempt that leaves data unread (a level-triggered watcher's `poll`)
 //!   is made again next time. Deregistering (or registering the number
 //!   again) forgets everything, so a closed and reused number starts
-//!   fresh.
+//!   fresh. An owner that reads such a descriptor for its whole life parks
+//!   a *watcher* ([`Engine::poll_io_watching`]): woken at every event and
+//!   left parked, so it parks once rather than after every receive.
 //!
 //! ```
 //! use std::os::fd::AsRawFd;

@@ -87,6 +87,51 @@ impl EpollDriver {
         }
     }
 
+    /// A key for a watcher ([`poll_watching`](Self::poll_watching)), kept
+    /// by its owner for its life; `None` once shut down.
+    pub(crate) fn watch_key(&mut self) -> Option<usize> {
+        self.engine.as_ref()?;
+        self.next_key += 2;
+        Some(self.next_key as usize)
+    }
+
+    /// [`poll_op`](Self::poll_op) for an owner that keeps watching the
+    /// descriptor (a stream transport's reader): `op` is attempted now,
+    /// and whatever the outcome the waiter under `key` stays parked
+    /// until [`end_watch`](Self::end_watch), woken at every event
+    /// (`Engine::poll_io_watching`). `op` lives only for this call: a
+    /// receive that would block keeps nothing.
+    ///
+    /// The flag: `op` emptied the descriptor (`Engine::note_drained` took
+    /// effect), so until the next [`poll`](Self::poll) another attempt
+    /// would only park.
+    pub(crate) fn poll_watching<T: OpKind>(
+        &mut self,
+        key: usize,
+        op: &mut T,
+        by: WakeBy<'_>,
+    ) -> (SlotPoll, bool) {
+        let Some(engine) = self.engine.as_mut() else {
+            return (SlotPoll::Ready(Completion::new(-libc::ECANCELED)), false);
+        };
+        let (fd, interest) = op.readiness();
+        let wake = by.to_wake();
+        match engine.poll_io_watching(key as u64, fd, interest, &wake, &mut || op.attempt()) {
+            Poll::Pending => (SlotPoll::Pending, false),
+            Poll::Ready(r) => {
+                let emptied = r.as_ref().is_ok_and(|&n| op.drained(n)) && engine.note_drained(fd);
+                (SlotPoll::Ready(Completion::from_io(r)), emptied)
+            }
+        }
+    }
+
+    /// Ends the watch under `key` on `fd`.
+    pub(crate) fn end_watch(&mut self, key: usize, fd: RawFd) {
+        if let Some(engine) = self.engine.as_mut() {
+            engine.cancel(key as u64, fd);
+        }
+    }
+
     pub(crate) fn abandon(&mut self, key: usize, fd: RawFd, resources: Box<dyn Abandoned>) {
         if let Some(engine) = self.engine.as_mut() {
             engine.cancel(key as u64, fd);

@@ -268,6 +268,40 @@ impl Driver {
         }
     }
 
+    /// epoll: a key under which a stream transport's reader keeps
+    /// watching its (registered) socket, with
+    /// [`poll_watching`](Self::poll_watching) instead of an operation per
+    /// receive. `None` on io_uring, where receives are operations.
+    pub(crate) fn watch_key(&mut self) -> Option<usize> {
+        match self {
+            Driver::Uring(_) => None,
+            Driver::Epoll(d) => d.watch_key(),
+        }
+    }
+
+    /// epoll: attempts `op` now, the waiter under `key` (from
+    /// [`watch_key`](Self::watch_key)) staying parked whatever the outcome
+    /// (see `EpollDriver::poll_watching`, which also says what the flag
+    /// means). On io_uring there are no watchers: `ECANCELED`.
+    pub(crate) fn poll_watching<T: OpKind>(
+        &mut self,
+        key: usize,
+        op: &mut T,
+        by: WakeBy<'_>,
+    ) -> (SlotPoll, bool) {
+        match self {
+            Driver::Uring(_) => (SlotPoll::Ready(Completion::new(-libc::ECANCELED)), false),
+            Driver::Epoll(d) => d.poll_watching(key, op, by),
+        }
+    }
+
+    /// Ends the watch under `key` on `fd` (before `fd` is released).
+    pub(crate) fn end_watch(&mut self, key: usize, fd: std::os::fd::RawFd) {
+        if let Driver::Epoll(d) = self {
+            d.end_watch(key, fd);
+        }
+    }
+
     /// `fd`, a byte-stream socket, is owned by a transport that calls
     /// [`release_fd`](Self::release_fd) before closing it: the epoll
     /// backend keeps one edge-triggered registration and its readiness

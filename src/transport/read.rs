@@ -11,12 +11,17 @@
 //!   no re-submission is needed between arrivals. When the ring runs dry
 //!   (`ENOBUFS`) one single-shot receive with a pool buffer bridges the
 //!   gap, then multishot is armed again.
-//! - **single-shot** (epoll, older kernels): at most one receive in
+//! - **single-shot** (older kernels, a dry ring): at most one receive in
 //!   flight, into a 64 KiB buffer of the loop's pool (`recv_pool.rs`),
-//!   never zeroed (pages the kernel does not write stay unmapped). On
-//!   epoll the receive takes the buffer only for its system call, so a
-//!   waiting receive holds none; the most recently returned buffer is
-//!   handed out first, so buffers stay warm in cache.
+//!   never zeroed (pages the kernel does not write stay unmapped); the
+//!   most recently returned buffer is handed out first, so buffers stay
+//!   warm in cache.
+//! - **watched** (epoll): the same `recv` into a pool buffer, taken for
+//!   the system call only (a receive that would block holds none), but
+//!   not as an operation: the reader keeps one key for its life and a
+//!   watcher parked under it, which the engine wakes at every arrival and
+//!   leaves parked ([`Watch`]). A delivery costs one receive attempt, and
+//!   after one that emptied the socket, no second look.
 //!
 //! When the protocol may not hear data (reading paused, the protocol
 //! busy), what already arrived is held, never dropped; a multishot receive
@@ -37,9 +42,9 @@ use io_uring::{cqueue, opcode, types};
 use super::recv_pool::{PooledBuf, RecvPool};
 use crate::driver::op::multi::MultiOp;
 use crate::driver::op::recv::RecvPooled;
-use crate::driver::op::{DriverRef, Op};
+use crate::driver::op::{DriverRef, Op, OpKind};
 use crate::driver::uring::buf_ring::{self, BufRing, RingBuf};
-use crate::driver::Completion;
+use crate::driver::{Completion, SlotPoll};
 use crate::event_loop::EventLoop;
 
 /// Size of a single-shot receive buffer (asyncio reads up to
@@ -115,6 +120,26 @@ struct Multishot {
     dry: bool,
 }
 
+/// The epoll receive state: no operation per receive, but one watcher
+/// under a key kept for the reader's life (`Driver::poll_watching`). The
+/// socket is registered (edge-triggered, readiness tracked by the engine),
+/// so a receive known to find it empty is not made, and the watcher,
+/// once parked, stays parked across receives and wake-ups: a delivery
+/// does not park the pump again to hear about the next one.
+struct Watch {
+    key: usize,
+    /// A receive was asked for ([`Reader::start`]) and not yet made.
+    wanted: bool,
+    /// The watcher is parked in the engine (ended by
+    /// [`Reader::end_watch`]).
+    parked: bool,
+    /// The last receive emptied the socket, in the current
+    /// [`Reader::poll`]: until the loop next waits for events, a receive
+    /// would only find the watcher parked, so
+    /// [`Reader::has_pending`] need not try.
+    emptied: bool,
+}
+
 /// `repr(C)`, in this order: the fields a delivery touches first and
 /// together (see `StreamInner`'s layout).
 #[repr(C)]
@@ -132,6 +157,9 @@ pub(crate) struct Reader {
     multi: Option<Multishot>,
     /// The single-shot receive in flight.
     op: Option<Op<RecvPooled>>,
+    /// `Some` on epoll: receives are made through the watcher, never as
+    /// `op`.
+    watch: Option<Watch>,
     /// Where single-shot receives take their buffers.
     pool: Rc<RecvPool>,
     driver: DriverRef,
@@ -141,7 +169,14 @@ impl Reader {
     pub(crate) fn new(lp: &EventLoop, fd: RawFd) -> Reader {
         let driver = lp.driver_ref();
         let ring = driver.borrow_mut().buf_ring();
+        let watch = driver.borrow_mut().watch_key().map(|key| Watch {
+            key,
+            wanted: false,
+            parked: false,
+            emptied: false,
+        });
         Reader {
+            watch,
             driver,
             fd,
             multi: ring.map(|ring| Multishot {
@@ -228,6 +263,23 @@ impl Reader {
                 progressed = true;
             }
         }
+        if let Some(w) = self.watch.as_mut().filter(|w| w.wanted) {
+            let mut op = RecvPooled::new(self.fd, self.pool.clone());
+            let polled = {
+                let by = crate::driver::wake::wake_by(&self.driver, cx.waker());
+                self.driver.borrow_mut().poll_watching(w.key, &mut op, by)
+            };
+            match polled {
+                (SlotPoll::Pending, _) => w.parked = true,
+                (SlotPoll::Ready(c), emptied) => {
+                    w.emptied = emptied;
+                    w.wanted = false;
+                    progressed = true;
+                    let (res, buf) = op.complete(c);
+                    self.hold_single(res, buf);
+                }
+            }
+        }
         if let Some(op) = self.op.as_mut() {
             if let Poll::Ready((res, buf)) = Pin::new(op).poll(cx) {
                 self.op = None;
@@ -235,28 +287,51 @@ impl Reader {
                 if let Some(m) = self.multi.as_mut() {
                     m.dry = false;
                 }
-                match (res, buf) {
-                    (Ok(_), Some(buf)) => self.held.push_back(Held::Data(ReadBuf::Heap(buf))),
-                    (Ok(_), None) => self.held.push_back(Held::Eof),
-                    (Err(e), _) => {
-                        // WouldBlock/Interrupted are spurious: receive again.
-                        if !matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                        ) {
-                            self.held.push_back(Held::Error(e));
-                        }
-                    }
-                }
+                self.hold_single(res, buf);
             }
         }
         progressed
+    }
+
+    /// Holds a single-shot receive's result.
+    fn hold_single(&mut self, res: io::Result<usize>, buf: Option<PooledBuf>) {
+        match (res, buf) {
+            (Ok(_), Some(buf)) => self.held.push_back(Held::Data(ReadBuf::Heap(buf))),
+            (Ok(_), None) => self.held.push_back(Held::Eof),
+            (Err(e), _) => {
+                // WouldBlock/Interrupted are spurious: receive again.
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) {
+                    self.held.push_back(Held::Error(e));
+                }
+            }
+        }
+    }
+
+    /// Ends the epoll watcher, if parked: nobody is to be woken for this
+    /// socket's data any more (reading paused, or stopped).
+    fn end_watch(&mut self) {
+        if let Some(w) = self.watch.as_mut() {
+            w.wanted = false;
+            if w.parked {
+                w.parked = false;
+                if let Ok(mut d) = self.driver.try_borrow_mut() {
+                    d.end_watch(w.key, self.fd);
+                }
+            }
+        }
     }
 
     /// Starts a receive unless one is in flight, a result is held, or
     /// receiving stopped.
     fn start(&mut self) -> io::Result<()> {
         if self.op.is_some() || !self.held.is_empty() || self.stopped {
+            return Ok(());
+        }
+        if let Some(w) = self.watch.as_mut() {
+            w.wanted = true;
             return Ok(());
         }
         if let Some(m) = self.multi.as_mut() {
@@ -284,6 +359,9 @@ impl Reader {
     /// Receives, for delivery.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> ReadEvent {
         self.settled = false;
+        if let Some(w) = self.watch.as_mut() {
+            w.emptied = false;
+        }
         loop {
             match self.held.pop_front() {
                 Some(Held::Data(d)) => {
@@ -308,8 +386,11 @@ impl Reader {
 
     /// Keeps receives already in flight going without delivering: their
     /// results are held for later. Starts nothing new, and asks the
-    /// kernel to end a multishot receive.
+    /// kernel to end a multishot receive. On epoll nothing is in flight:
+    /// the watcher ends (it would wake the pump for data it may not
+    /// deliver), and the socket is left alone until reading resumes.
     pub(crate) fn poll_hold(&mut self, cx: &mut Context<'_>) {
+        self.end_watch();
         if let Some(m) = self.multi.as_mut() {
             if let Some(op) = m.op.as_ref() {
                 if !m.cancelling {
@@ -327,6 +408,12 @@ impl Reader {
     pub(crate) fn has_pending(&mut self, cx: &mut Context<'_>) -> bool {
         if self.held.is_empty() && self.settled && !self.stopped {
             // This run's poll left the multishot receive armed.
+            return false;
+        }
+        if self.held.is_empty() && self.watch.as_ref().is_some_and(|w| w.parked && w.emptied) {
+            // epoll: this run's poll emptied the socket, and the watcher
+            // (parked by an earlier run, for this pump) hears the next
+            // arrival.
             return false;
         }
         loop {
@@ -362,10 +449,19 @@ impl Reader {
     /// and drops anything held.
     pub(crate) fn stop(&mut self) {
         self.stopped = true;
+        self.end_watch();
         self.op = None;
         if let Some(m) = self.multi.as_mut() {
             m.op = None;
         }
         self.held.clear();
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // A watcher must not outlive its reader (the socket's number may
+        // be reused); the transport's teardown has normally stopped it.
+        self.end_watch();
     }
 }

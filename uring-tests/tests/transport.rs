@@ -258,6 +258,53 @@ fn pause_reading_holds_data_without_losing_it() {
     t.close();
 }
 
+/// Reading paused and resumed again and again, with data (and at last
+/// the peer's end of file) arriving only while paused and after the
+/// transport saw the pause with nothing left to read: every byte arrives
+/// in order, then `eof_received`, then `connection_lost`. (On epoll the
+/// pause ends the reader's watcher, so those arrivals come in events
+/// nobody watches; the resume must still find them.)
+#[test]
+fn data_and_eof_arriving_while_paused_are_delivered_on_resume() {
+    let _g = fd_lock();
+    let tl = TestLoop::new();
+    let (t, seen, mut peer) = connect_to_std(&tl, false);
+    let data = pattern(16 * 4096, 3);
+    // Paused, and the pump has run since (a resume wakes it, the pause
+    // that follows at once is what it sees), with the socket empty.
+    let pause_seen = |t: &Transport| {
+        t.pause_reading();
+        t.resume_reading();
+        t.pause_reading();
+        tl.block_on(tl.lp().sleep(Duration::from_millis(2)).unwrap());
+    };
+    for (i, chunk) in data.chunks(4096).enumerate() {
+        pause_seen(&t);
+        peer.write_all(chunk).unwrap();
+        tl.block_on(tl.lp().sleep(Duration::from_millis(2)).unwrap());
+        assert_eq!(
+            seen.borrow().bytes.len(),
+            i * 4096,
+            "delivered while paused"
+        );
+        t.resume_reading();
+        let (s, want) = (seen.clone(), (i + 1) * 4096);
+        run_until(&tl, move || s.borrow().bytes.len() >= want);
+    }
+    pause_seen(&t);
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    tl.block_on(tl.lp().sleep(Duration::from_millis(20)).unwrap());
+    assert!(
+        !seen.borrow().log.contains(&"eof".to_string()),
+        "while paused"
+    );
+    t.resume_reading();
+    let s = seen.clone();
+    run_until(&tl, move || s.borrow().lost());
+    assert!(seen.borrow().bytes == data, "bytes lost or reordered");
+    assert_eq!(events(&seen), vec!["made", "data", "eof", "lost None"]);
+}
+
 /// With a receive ring of two buffers (io_uring), a paused connection
 /// flooded with data holds what arrived without losing it while another
 /// connection keeps flowing; on resume it delivers everything, in order.
