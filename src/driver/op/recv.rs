@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use io_uring::{opcode, squeue, types};
 use ringloop_fallback::Interest;
 
-use super::sys::check;
+use super::sys::{self, check};
 use super::OpKind;
 use crate::buf::IoBufMut;
 use crate::driver::Completion;
@@ -30,7 +30,7 @@ fn spare_recv(fd: RawFd, spare: &mut [MaybeUninit<u8>]) -> io::Result<u32> {
     // SAFETY: the kernel writes at most `spare.len()` bytes into `spare`,
     // memory the caller's operation owns.
     check(unsafe {
-        libc::recv(
+        sys::recv(
             fd,
             spare.as_mut_ptr().cast(),
             spare.len(),
@@ -99,7 +99,7 @@ impl<B: IoBufMut> OpKind for RecvInto<B> {
         // SAFETY: the kernel writes at most `slice.len()` bytes into our
         // buffer.
         check(unsafe {
-            libc::recv(
+            sys::recv(
                 self.fd,
                 slice.as_mut_ptr().cast(),
                 slice.len(),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use io_uring::{opcode, squeue, types};
 use ringloop_fallback::Interest;
 
-use super::sys::check;
+use super::sys::{self, check};
 use super::OpKind;
 use crate::driver::Completion;
 
@@ -38,7 +38,7 @@ impl OpKind for Send {
         let len = self.buf.len().min(u32::MAX as usize);
         // SAFETY: reads `len` bytes of our buffer.
         check(unsafe {
-            libc::send(
+            sys::send(
                 self.fd,
                 self.buf.as_ptr().cast(),
                 len,

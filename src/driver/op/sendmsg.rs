@@ -17,7 +17,7 @@ use io_uring::{opcode, squeue, types};
 use ringloop_fallback::Interest;
 
 use super::batch::IoBatch;
-use super::sys::check;
+use super::sys::{self, check};
 use super::OpKind;
 use crate::driver::Completion;
 
@@ -66,7 +66,7 @@ impl OpKind for SendMsg {
         if let Some(bytes) = self.batch.single() {
             // SAFETY: reads the chunk's bytes, which the batch owns.
             return check(unsafe {
-                libc::send(
+                sys::send(
                     self.fd,
                     bytes.as_ptr().cast(),
                     bytes.len().min(u32::MAX as usize),
@@ -77,7 +77,7 @@ impl OpKind for SendMsg {
         // SAFETY: the header points at the batch's iovecs, which point
         // into the chunks it owns; the kernel only reads them.
         check(unsafe {
-            libc::sendmsg(
+            sys::sendmsg(
                 self.fd,
                 self.batch.msg(),
                 libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
