@@ -175,6 +175,36 @@ impl<W> Waiters<W> {
             .find(|w| w.key == key)
     }
 
+    /// Wakes the waiters `fires` picks, handing their handles to `out`: a
+    /// watcher's is cloned and the watcher stays, any other waiter is
+    /// removed. Returns how many were removed. The usual case, one waiter,
+    /// touches nothing but the descriptor's entry.
+    fn fire(&mut self, fires: impl Fn(&Waiter<W>) -> bool, mut out: impl FnMut(W)) -> usize
+    where
+        W: Clone,
+    {
+        if self.rest.is_empty() {
+            match self.first.as_ref() {
+                Some(w) if fires(w) && w.persistent => {
+                    out(w.waker.clone());
+                    0
+                }
+                Some(w) if fires(w) => {
+                    let removed = self.first.take().map(|w| out(w.waker));
+                    usize::from(removed.is_some())
+                }
+                _ => 0,
+            }
+        } else {
+            for w in self.iter() {
+                if w.persistent && fires(w) {
+                    out(w.waker.clone());
+                }
+            }
+            self.remove_if(|w| !w.persistent && fires(w), |w| out(w.waker))
+        }
+    }
+
     /// Removes the waiters `take` picks, handing each to `out`; returns
     /// how many.
     fn remove_if(
@@ -615,19 +645,14 @@ impl<W: Wakeup> Engine<W> {
             if let Some(reg) = state.reg.as_mut() {
                 reg.record(&ev);
             }
-            let fires = |w: &Waiter<W>| {
-                (w.interest.read && ev.readable)
-                    || (w.interest.write && ev.writable)
-                    || (w.interest.is_empty() && ev.failed)
-            };
-            for w in state.waiters.iter() {
-                if w.persistent && fires(w) {
-                    wakers.push(w.waker.clone());
-                }
-            }
-            self.parked -= state
-                .waiters
-                .remove_if(|w| !w.persistent && fires(w), |w| wakers.push(w.waker));
+            self.parked -= state.waiters.fire(
+                |w| {
+                    (w.interest.read && ev.readable)
+                        || (w.interest.write && ev.writable)
+                        || (w.interest.is_empty() && ev.failed)
+                },
+                |waker| wakers.push(waker),
+            );
             if state.reg.is_some() {
                 // Edge-triggered: stays registered, nothing to re-arm.
                 continue;
