@@ -29,6 +29,7 @@ use super::read::{ReadBuf, ReadEvent, Reader};
 use super::write_buf::{Limits, WriteBuffer};
 use super::Transport;
 use crate::driver::op::sendmsg::SendMsg;
+use crate::driver::op::sys;
 use crate::driver::op::{DriverRef, Op, OpKind};
 use crate::driver::{Completion, Wake};
 use crate::error::Error;
@@ -876,6 +877,35 @@ impl StreamInner {
                     return true;
                 }
             }
+            // epoll, and only copies queued (the usual reply): straight
+            // from the buffer, one system call, no batch and no
+            // operation. A socket that is full falls through to the
+            // operation, which waits for it to be writable.
+            let mut would_block = false;
+            if !self.wake_at_submit && round == 0 {
+                let sent = {
+                    let st = self.state.borrow();
+                    st.buf.tail_only().map(|t| sys::send_now(self.raw_fd, t))
+                };
+                match sent {
+                    Some(Ok(n)) => {
+                        progressed = true;
+                        self.state.borrow_mut().buf.consume_tail(n as usize);
+                        self.wake_space_waiters();
+                        self.maybe_resume_protocol();
+                        if self.finished.get() {
+                            return true;
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => would_block = true,
+                    Some(Err(e)) => {
+                        self.fatal_error(e, "Fatal write error on socket transport", None);
+                        return true;
+                    }
+                    None => {}
+                }
+            }
             let batch = self.state.borrow_mut().buf.take_batch();
             let Some(batch) = batch else {
                 if self.state.borrow().buf.size() == 0 {
@@ -886,7 +916,7 @@ impl StreamInner {
             progressed = true;
             let mut op = SendMsg::new(self.raw_fd, batch);
             // Only where a round follows to take the result.
-            if !self.wake_at_submit && round == 0 {
+            if !self.wake_at_submit && round == 0 && !would_block {
                 if let Some(res) = try_send_now(&mut op) {
                     sent_now = Some(op.complete(res));
                     continue;

@@ -171,6 +171,27 @@ impl WriteBuffer {
         }
     }
 
+    /// Everything queued, when it is all copies in the tail and no send is
+    /// in flight (the usual reply): an epoll transport sends it straight
+    /// from here with one system call, then calls
+    /// [`consume_tail`](Self::consume_tail). `None` otherwise.
+    pub(crate) fn tail_only(&self) -> Option<&[u8]> {
+        (self.chunks.is_empty() && self.in_flight == 0 && !self.tail.is_empty())
+            .then_some(&self.tail[..])
+    }
+
+    /// The first `n` bytes of the tail were sent straight from it: they
+    /// are dropped, the allocation kept.
+    pub(crate) fn consume_tail(&mut self, n: usize) {
+        let n = n.min(self.tail.len());
+        if n == self.tail.len() {
+            self.tail.clear();
+        } else {
+            bytes::Buf::advance(&mut self.tail, n);
+        }
+        self.queued -= n;
+    }
+
     /// The next send's batch, filled with up to [`MAX_IOVECS`] chunks;
     /// `None` when nothing is queued. Give it back with
     /// [`complete_batch`](Self::complete_batch).
@@ -321,6 +342,32 @@ mod tests {
             b.complete_send(&mut chunks, n);
         }
         sent
+    }
+
+    #[test]
+    fn sends_straight_from_the_tail_keep_order_and_counts() {
+        let mut b = WriteBuffer::default();
+        assert!(b.tail_only().is_none(), "nothing queued");
+        b.push_slice(b"hello ");
+        b.push_slice(b"world");
+        assert_eq!(b.tail_only(), Some(&b"hello world"[..]));
+        b.consume_tail(4); // a short send
+        assert_eq!((b.size(), b.tail_only()), (7, Some(&b"o world"[..])));
+        b.push_slice(b"!");
+        b.consume_tail(8);
+        assert!(b.is_empty() && b.size() == 0 && b.tail_only().is_none());
+        // Once a send is in flight, or a chunk is queued, the tail is not
+        // all there is.
+        b.push_slice(b"ab");
+        let mut inflight = take(&mut b);
+        b.push_slice(b"cd");
+        assert!(b.tail_only().is_none(), "a send in flight");
+        b.complete_send(&mut inflight, 2);
+        assert_eq!(b.tail_only(), Some(&b"cd"[..]));
+        b.push_bytes(Bytes::from(vec![b'x'; 20_000]));
+        assert!(b.tail_only().is_none(), "a chunk queued");
+        assert_eq!(&send_all(&mut b)[..4], b"cdxx");
+        assert_eq!(b.size(), 0);
     }
 
     #[test]

@@ -84,6 +84,23 @@ pub(crate) unsafe fn send(fd: RawFd, buf: *const libc::c_void, len: usize, flags
     }
 }
 
+/// Sends from `buf` on the stream socket `fd` now, without blocking
+/// and without `SIGPIPE`; `EINTR` is retried.
+pub(crate) fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<u32> {
+    let len = buf.len().min(u32::MAX as usize);
+    ringloop_fallback::retry_interrupted(|| {
+        // SAFETY: the kernel reads at most `len` bytes of `buf`.
+        check(unsafe {
+            send(
+                fd,
+                buf.as_ptr().cast(),
+                len,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        })
+    })
+}
+
 /// `sendmsg(fd, msg, flags)`.
 ///
 /// # Safety
