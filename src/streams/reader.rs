@@ -28,7 +28,8 @@ enum Outcome {
 
 /// The one read that waits for data (asyncio's `_waiter`).
 struct Waiter {
-    waker: Option<Waker>,
+    /// It was polled: [`State::waker`] is its task's.
+    polled: bool,
     outcome: Option<Outcome>,
 }
 
@@ -36,6 +37,10 @@ struct State {
     buffer: RxBuffer,
     eof: bool,
     waiter: Option<Waiter>,
+    /// The waker of the last read that waited, kept (and woken by
+    /// reference) so that the next wait of the same task, nearly always
+    /// the case, neither clones nor drops one.
+    waker: Option<Waker>,
     exception: Option<io::Error>,
     transport: Option<Rc<dyn ReadFlow>>,
     /// We paused the transport's reading.
@@ -161,8 +166,10 @@ impl ReaderInner {
         if let Some(w) = st.waiter.as_mut() {
             if w.outcome.is_none() {
                 w.outcome = Some(outcome);
-                if let Some(waker) = w.waker.take() {
-                    waker.wake();
+                if w.polled {
+                    if let Some(waker) = &st.waker {
+                        waker.wake_by_ref();
+                    }
                 }
             }
         }
@@ -235,8 +242,8 @@ impl ReaderInner {
     }
 
     fn check_exception(&self) -> Result<(), StreamError> {
-        match self.exception() {
-            Some(e) => Err(StreamError::Io(e)),
+        match &self.state.borrow().exception {
+            Some(e) => Err(StreamError::Io(copy_io_error(e))),
             None => Ok(()),
         }
     }
@@ -255,7 +262,7 @@ impl ReaderInner {
             }
             debug_assert!(!st.eof, "_wait_for_data after EOF");
             st.waiter = Some(Waiter {
-                waker: None,
+                polled: false,
                 outcome: None,
             });
             // Waiting for data while paused would deadlock (readexactly
@@ -295,7 +302,10 @@ impl Future for WaitForData<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut st = self.reader.state.borrow_mut();
         let State {
-            waiter, exception, ..
+            waiter,
+            exception,
+            waker,
+            ..
         } = &mut *st;
         let Some(w) = waiter.as_mut() else {
             return Poll::Ready(Ok(()));
@@ -307,10 +317,11 @@ impl Future for WaitForData<'_> {
                 None => Ok(()),
             }),
             None => {
-                match &w.waker {
+                match waker {
                     Some(old) if old.will_wake(cx.waker()) => {}
-                    _ => w.waker = Some(cx.waker().clone()),
+                    _ => *waker = Some(cx.waker().clone()),
                 }
+                w.polled = true;
                 Poll::Pending
             }
         }
@@ -348,6 +359,7 @@ impl StreamReader {
                     buffer: RxBuffer::default(),
                     eof: false,
                     waiter: None,
+                    waker: None,
                     exception: None,
                     transport: None,
                     paused: false,
