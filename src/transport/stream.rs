@@ -425,6 +425,7 @@ impl StreamInner {
         self.call_protocol("pause_writing", |p| p.pause_writing());
     }
 
+    #[inline(always)]
     fn maybe_resume_protocol(self: &Rc<Self>) {
         let deferred = {
             let mut st = self.state.borrow_mut();
@@ -619,6 +620,7 @@ impl StreamInner {
 
     /// After a send: wakes the waiters of `poll_write_below` once the
     /// buffer is at the low-water mark (each re-checks its own bound).
+    #[inline(always)]
     fn wake_space_waiters(&self) {
         if self.empty_waiters.borrow().is_empty() {
             return;
@@ -883,27 +885,17 @@ impl StreamInner {
             // operation, which waits for it to be writable.
             let mut would_block = false;
             if !self.wake_at_submit && round == 0 {
-                let sent = {
-                    let st = self.state.borrow();
-                    st.buf.tail_only().map(|t| sys::send_now(self.raw_fd, t))
-                };
-                match sent {
-                    Some(Ok(n)) => {
-                        progressed = true;
-                        self.state.borrow_mut().buf.consume_tail(n as usize);
-                        self.wake_space_waiters();
-                        self.maybe_resume_protocol();
+                match self.send_tail_now() {
+                    TailSend::Sent => {
                         if self.finished.get() {
                             return true;
                         }
+                        progressed = true;
                         continue;
                     }
-                    Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => would_block = true,
-                    Some(Err(e)) => {
-                        self.fatal_error(e, "Fatal write error on socket transport", None);
-                        return true;
-                    }
-                    None => {}
+                    TailSend::Failed => return true,
+                    TailSend::WouldBlock => would_block = true,
+                    TailSend::NotAlone => {}
                 }
             }
             let batch = self.state.borrow_mut().buf.take_batch();
@@ -952,6 +944,35 @@ impl StreamInner {
             }
         }
         progressed
+    }
+
+    /// epoll: sends what is queued straight from the write buffer's tail,
+    /// if that is all of it and nothing is in flight (see
+    /// `WriteBuffer::tail_only`), and does what a completed send does.
+    /// Kept out of `drive_write`, which io_uring runs too: inlined, it
+    /// made that function's every call dearer there.
+    #[inline(never)]
+    fn send_tail_now(self: &Rc<Self>) -> TailSend {
+        let sent = {
+            let st = self.state.borrow();
+            match st.buf.tail_only() {
+                Some(t) => sys::send_now(self.raw_fd, t),
+                None => return TailSend::NotAlone,
+            }
+        };
+        match sent {
+            Ok(n) => {
+                self.state.borrow_mut().buf.consume_tail(n as usize);
+                self.wake_space_waiters();
+                self.maybe_resume_protocol();
+                TailSend::Sent
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => TailSend::WouldBlock,
+            Err(e) => {
+                self.fatal_error(e, "Fatal write error on socket transport", None);
+                TailSend::Failed
+            }
+        }
     }
 
     /// Nothing for `drive_write` to do: no send, nothing queued, and
@@ -1100,6 +1121,18 @@ impl Flush for StreamInner {
             self.wake_pump();
         }
     }
+}
+
+/// What [`StreamInner::send_tail_now`] did.
+enum TailSend {
+    /// Sent (all or part): the rest, if any, is still queued.
+    Sent,
+    /// The socket is full: the send must wait for it.
+    WouldBlock,
+    /// A write error, reported; the transport is closing.
+    Failed,
+    /// Not only copies in the tail, or a send in flight: the batch path.
+    NotAlone,
 }
 
 /// The pump task's future.
