@@ -432,28 +432,7 @@ impl<W: Wakeup> Engine<W> {
         waker: &W,
         attempt: &mut impl FnMut() -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
-        let known = self.state(fd).and_then(|s| s.reg);
-        if known.is_some_and(|r| !r.may_proceed(interest)) {
-            return match self.park(key, fd, interest, waker) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            };
-        }
-        match retry_interrupted(&mut *attempt) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Some(reg) = slot_mut(&mut self.fds, fd).and_then(|s| s.reg.as_mut()) {
-                    reg.clear(interest);
-                }
-                match self.park(key, fd, interest, waker) {
-                    Ok(()) => Poll::Pending,
-                    Err(e) => Poll::Ready(Err(e)),
-                }
-            }
-            other => {
-                self.cancel(key, fd);
-                Poll::Ready(other)
-            }
-        }
+        self.poll_io_as(key, fd, interest, waker, attempt, false)
     }
 
     /// [`poll_io`](Self::poll_io) for an owner that keeps watching `fd`
@@ -475,9 +454,24 @@ impl<W: Wakeup> Engine<W> {
         waker: &W,
         attempt: &mut impl FnMut() -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
+        self.poll_io_as(key, fd, interest, waker, attempt, true)
+    }
+
+    /// [`poll_io`](Self::poll_io); `persistent`: as
+    /// [`poll_io_watching`](Self::poll_io_watching), whose waiter a
+    /// finished attempt leaves parked.
+    fn poll_io_as<T>(
+        &mut self,
+        key: u64,
+        fd: RawFd,
+        interest: Interest,
+        waker: &W,
+        attempt: &mut impl FnMut() -> io::Result<T>,
+        persistent: bool,
+    ) -> Poll<io::Result<T>> {
         let known = self.state(fd).and_then(|s| s.reg);
         if known.is_some_and(|r| !r.may_proceed(interest)) {
-            return match self.park_as(key, fd, interest, waker, true) {
+            return match self.park_as(key, fd, interest, waker, persistent) {
                 Ok(()) => Poll::Pending,
                 Err(e) => Poll::Ready(Err(e)),
             };
@@ -487,12 +481,17 @@ impl<W: Wakeup> Engine<W> {
                 if let Some(reg) = slot_mut(&mut self.fds, fd).and_then(|s| s.reg.as_mut()) {
                     reg.clear(interest);
                 }
-                match self.park_as(key, fd, interest, waker, true) {
+                match self.park_as(key, fd, interest, waker, persistent) {
                     Ok(()) => Poll::Pending,
                     Err(e) => Poll::Ready(Err(e)),
                 }
             }
-            other => Poll::Ready(other),
+            other => {
+                if !persistent {
+                    self.cancel(key, fd);
+                }
+                Poll::Ready(other)
+            }
         }
     }
 

@@ -69,20 +69,38 @@ impl EpollDriver {
         op: &mut T,
         by: WakeBy<'_>,
     ) -> SlotPoll {
+        self.poll_as(key, op, by, false).0
+    }
+
+    /// Attempts `op` (if its descriptor may be ready), parking `by` under
+    /// `key` if it would block; `watching`: as a watcher (see
+    /// [`poll_watching`](Self::poll_watching)). The flag: `op` emptied
+    /// the descriptor (`Engine::note_drained` took effect).
+    fn poll_as<T: OpKind>(
+        &mut self,
+        key: usize,
+        op: &mut T,
+        by: WakeBy<'_>,
+        watching: bool,
+    ) -> (SlotPoll, bool) {
         let Some(engine) = self.engine.as_mut() else {
-            return SlotPoll::Ready(Completion::new(-libc::ECANCELED));
+            return (SlotPoll::Ready(Completion::new(-libc::ECANCELED)), false);
         };
         let (fd, interest) = op.readiness();
         // A task of this loop is stored by key; another waker is cloned
         // (the engine keeps an owned handle while the operation waits).
         let wake = by.to_wake();
-        match engine.poll_io(key as u64, fd, interest, &wake, &mut || op.attempt()) {
-            Poll::Pending => SlotPoll::Pending,
+        let mut attempt = || op.attempt();
+        let polled = if watching {
+            engine.poll_io_watching(key as u64, fd, interest, &wake, &mut attempt)
+        } else {
+            engine.poll_io(key as u64, fd, interest, &wake, &mut attempt)
+        };
+        match polled {
+            Poll::Pending => (SlotPoll::Pending, false),
             Poll::Ready(r) => {
-                if r.as_ref().is_ok_and(|&n| op.drained(n)) {
-                    engine.note_drained(fd);
-                }
-                SlotPoll::Ready(Completion::from_io(r))
+                let emptied = r.as_ref().is_ok_and(|&n| op.drained(n)) && engine.note_drained(fd);
+                (SlotPoll::Ready(Completion::from_io(r)), emptied)
             }
         }
     }
@@ -111,18 +129,7 @@ impl EpollDriver {
         op: &mut T,
         by: WakeBy<'_>,
     ) -> (SlotPoll, bool) {
-        let Some(engine) = self.engine.as_mut() else {
-            return (SlotPoll::Ready(Completion::new(-libc::ECANCELED)), false);
-        };
-        let (fd, interest) = op.readiness();
-        let wake = by.to_wake();
-        match engine.poll_io_watching(key as u64, fd, interest, &wake, &mut || op.attempt()) {
-            Poll::Pending => (SlotPoll::Pending, false),
-            Poll::Ready(r) => {
-                let emptied = r.as_ref().is_ok_and(|&n| op.drained(n)) && engine.note_drained(fd);
-                (SlotPoll::Ready(Completion::from_io(r)), emptied)
-            }
-        }
+        self.poll_as(key, op, by, true)
     }
 
     /// Ends the watch under `key` on `fd`.
