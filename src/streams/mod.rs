@@ -66,6 +66,7 @@ mod buffer;
 mod error;
 mod open;
 mod protocol;
+mod read;
 mod reader;
 mod writer;
 

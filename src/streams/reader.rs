@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::buffer::RxBuffer;
 use super::error::{copy_io_error, StreamError};
+use super::read::{Read, ReadSome};
 use super::writer::ConnGuard;
 use super::DEFAULT_LIMIT;
 use crate::transport::Transport;
@@ -241,7 +242,7 @@ impl ReaderInner {
         self.state.borrow().exception.as_ref().map(copy_io_error)
     }
 
-    fn check_exception(&self) -> Result<(), StreamError> {
+    pub(super) fn check_exception(&self) -> Result<(), StreamError> {
         match &self.state.borrow().exception {
             Some(e) => Err(StreamError::Io(copy_io_error(e))),
             None => Ok(()),
@@ -250,6 +251,15 @@ impl ReaderInner {
 
     /// asyncio's `_wait_for_data`: registers the one waiting read.
     fn wait_for_data(&self, method: &'static str) -> Result<WaitForData<'_>, StreamError> {
+        self.register_waiter(method)?;
+        Ok(WaitForData { reader: self })
+    }
+
+    /// The first half of `_wait_for_data`: makes the caller the one
+    /// waiting read (resuming a paused transport), or fails. Whoever
+    /// registers must call [`unregister_waiter`](Self::unregister_waiter)
+    /// once done waiting, or when dropped while waiting.
+    pub(super) fn register_waiter(&self, method: &'static str) -> Result<(), StreamError> {
         let transport = {
             let mut st = self.state.borrow_mut();
             if st.waiter.is_some() {
@@ -277,30 +287,13 @@ impl ReaderInner {
         if let Some(t) = transport {
             t.resume_reading();
         }
-        Ok(WaitForData { reader: self })
+        Ok(())
     }
 
-    /// Takes the first `n` bytes, then maybe resumes the transport.
-    fn take(&self, n: usize) -> Bytes {
-        let data = {
-            let mut st = self.state.borrow_mut();
-            let n = n.min(st.buffer.len());
-            st.buffer.split_to(n)
-        };
-        self.maybe_resume_transport();
-        data
-    }
-}
-
-/// The future of one wait for data; unregisters itself when dropped.
-struct WaitForData<'a> {
-    reader: &'a ReaderInner,
-}
-
-impl Future for WaitForData<'_> {
-    type Output = Result<(), StreamError>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut st = self.reader.state.borrow_mut();
+    /// Polls the registered wait: ready once data, EOF or an exception
+    /// arrived (the exception as the error).
+    pub(super) fn poll_waiter(&self, cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        let mut st = self.state.borrow_mut();
         let State {
             waiter,
             exception,
@@ -326,14 +319,57 @@ impl Future for WaitForData<'_> {
             }
         }
     }
+
+    /// asyncio's `finally: self._waiter = None`.
+    pub(super) fn unregister_waiter(&self) {
+        if let Ok(mut st) = self.state.try_borrow_mut() {
+            st.waiter = None;
+        }
+    }
+
+    /// The start of `read(n)`: the reader's exception if set, else up to
+    /// `n` bytes if any are buffered or EOF was fed (empty: EOF), else
+    /// `None`: the caller must wait.
+    pub(super) fn read_now(&self, n: usize) -> Result<Option<Bytes>, StreamError> {
+        {
+            let st = self.state.borrow();
+            if let Some(e) = &st.exception {
+                return Err(StreamError::Io(copy_io_error(e)));
+            }
+            if st.buffer.is_empty() && !st.eof {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.take(n)))
+    }
+
+    /// Takes the first `n` bytes, then maybe resumes the transport.
+    pub(super) fn take(&self, n: usize) -> Bytes {
+        let data = {
+            let mut st = self.state.borrow_mut();
+            let n = n.min(st.buffer.len());
+            st.buffer.split_to(n)
+        };
+        self.maybe_resume_transport();
+        data
+    }
+}
+
+/// The future of one wait for data; unregisters itself when dropped.
+struct WaitForData<'a> {
+    reader: &'a ReaderInner,
+}
+
+impl Future for WaitForData<'_> {
+    type Output = Result<(), StreamError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.reader.poll_waiter(cx)
+    }
 }
 
 impl Drop for WaitForData<'_> {
     fn drop(&mut self) {
-        // asyncio's `finally: self._waiter = None`.
-        if let Ok(mut st) = self.reader.state.try_borrow_mut() {
-            st.waiter = None;
-        }
+        self.reader.unregister_waiter();
     }
 }
 
@@ -429,38 +465,25 @@ impl StreamReader {
     /// * `n == 0`: returns empty at once.
     /// * `n < 0`: reads until EOF and returns everything.
     ///
-    /// Fails with the reader's exception, if set.
-    pub async fn read(&self, n: isize) -> Result<Bytes, StreamError> {
-        self.inner.check_exception()?;
-        if n == 0 {
-            return Ok(Bytes::new());
+    /// Fails with the reader's exception, if set. As with an `async fn`,
+    /// nothing happens until the future is polled.
+    pub fn read(&self, n: isize) -> impl Future<Output = Result<Bytes, StreamError>> + '_ {
+        if n >= 0 {
+            return Read::Some(ReadSome::new(&self.inner, n as usize));
         }
-        if n < 0 {
-            // asyncio reads limit-sized blocks so that the transport
-            // keeps flowing, then joins them.
+        // asyncio reads limit-sized blocks so that the transport keeps
+        // flowing, then joins them.
+        Read::All(Box::pin(async move {
             let mut all = BytesMut::new();
             loop {
-                let block = self.read_some(self.inner.limit).await?;
+                let block = ReadSome::new(&self.inner, self.inner.limit).await?;
                 if block.is_empty() {
                     break;
                 }
                 all.extend_from_slice(&block);
             }
-            return Ok(all.freeze());
-        }
-        self.read_some(n as usize).await
-    }
-
-    async fn read_some(&self, n: usize) -> Result<Bytes, StreamError> {
-        self.inner.check_exception()?;
-        let must_wait = {
-            let st = self.inner.state.borrow();
-            st.buffer.is_empty() && !st.eof
-        };
-        if must_wait {
-            self.inner.wait_for_data("read")?.await?;
-        }
-        Ok(self.inner.take(n))
+            Ok(all.freeze())
+        }))
     }
 
     /// Reads one line, up to and including `\n` (`readline`).

@@ -453,6 +453,38 @@ fn concurrent_waiting_reads_are_an_error_and_cancelled_reads_consume_nothing() {
 }
 
 #[test]
+fn a_cancelled_waiting_read_frees_the_waiter_and_consumes_nothing() {
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let reader = StreamReader::new();
+    let r = reader.clone();
+    let waiting = lp.create_task(async move { r.read(5).await }).unwrap();
+    let r = reader.clone();
+    let l = lp.clone();
+    tl.block_on(async move {
+        sleep(&l, 5).await;
+        assert!(!waiting.done());
+        assert!(waiting.cancel());
+        assert!(matches!(waiting.await, Err(ringloop::Error::Cancelled)));
+        // The slot is free: this read waits instead of failing with
+        // ConcurrentRead, and gets the bytes fed after the cancel.
+        let r2 = r.clone();
+        let second = l.create_task(async move { r2.read(5).await }).unwrap();
+        sleep(&l, 5).await;
+        assert!(!second.done());
+        r.feed_data(b"abcdefg");
+        assert_eq!(&second.await.unwrap().unwrap()[..], b"abcde");
+        assert_eq!(r.buffer_len(), 2);
+        // read(0) is empty at once, whatever is buffered; read(-1) joins
+        // the rest up to EOF.
+        assert!(r.read(0).await.unwrap().is_empty());
+        r.feed_eof();
+        assert_eq!(&r.read(-1).await.unwrap()[..], b"fg");
+        assert!(r.read(5).await.unwrap().is_empty(), "EOF");
+    });
+}
+
+#[test]
 fn drain_blocks_while_the_peer_does_not_read() {
     let tl = TestLoop::new();
     let lp = tl.lp();
