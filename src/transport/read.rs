@@ -363,6 +363,10 @@ impl Reader {
             w.emptied = false;
         }
         loop {
+            // Data stays held until `take_data`: look, do not take.
+            if let Some(Held::Data(_)) = self.held.front() {
+                return ReadEvent::Data;
+            }
             match self.held.pop_front() {
                 Some(Held::Data(d)) => {
                     self.held.push_front(Held::Data(d));
