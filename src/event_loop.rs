@@ -440,6 +440,11 @@ impl EventLoop {
                         f.enqueue(&inner.flush);
                     }
                 }
+                Wake::Deliver(d) => {
+                    if let Some(d) = d.upgrade() {
+                        d.schedule_delivery(inner);
+                    }
+                }
             }
         }
         *inner.waker_buf.borrow_mut() = wakers;

@@ -15,9 +15,9 @@
 //! On io_uring a send's completion queues its transport here too
 //! (`Wake::Flush`) rather than waking the pump task: the flush takes the
 //! result, releases what was sent, starts the next send if more was
-//! written, and wakes the pump only if something is left for it. An echo
-//! or request/response server then runs one task step per request, not
-//! two.
+//! written, and wakes the pump only if something is left for it. With
+//! the receive side's delivery callback (`deliver.rs`), an echo or
+//! request/response server then runs no task step per request.
 
 use std::cell::RefCell;
 use std::rc::Rc;

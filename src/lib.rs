@@ -35,6 +35,7 @@
 mod buf;
 mod builder;
 mod debug;
+mod deliver;
 mod driver;
 mod error;
 mod event_loop;

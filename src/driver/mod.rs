@@ -197,14 +197,17 @@ impl Driver {
 
     /// Queues a multishot operation (io_uring only; `Unsupported` on
     /// epoll, whose callers use the single-shot operation instead). `fd`
-    /// is the descriptor it uses; `entry` must point at no memory.
+    /// is the descriptor it uses; `entry` must point at no memory. A
+    /// [`Wake::Deliver`] given as `wake` is woken at every completion
+    /// (see `deliver.rs`); without one, the poller registers.
     pub(crate) fn submit_multi(
         &mut self,
         fd: std::os::fd::RawFd,
         entry: io_uring::squeue::Entry,
+        wake: Option<Wake>,
     ) -> io::Result<usize> {
         match self {
-            Driver::Uring(d) => d.submit_multi(fd, entry),
+            Driver::Uring(d) => d.submit_multi(fd, entry, wake),
             Driver::Epoll(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "multishot operations need io_uring",

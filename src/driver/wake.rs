@@ -22,6 +22,7 @@ use std::rc::{Rc, Weak};
 use std::task::{RawWakerVTable, Waker};
 
 use super::op::DriverRef;
+use crate::deliver::Deliver;
 use crate::flush::Flush;
 
 /// One of the loop's tasks: its slab key and id (a reused key has a new
@@ -43,6 +44,11 @@ pub(crate) enum Wake {
     /// flush (`flush.rs`) instead of waking its pump task, which would
     /// only find that send done (io_uring sends, `transport/stream.rs`).
     Flush(Weak<dyn Flush>),
+    /// A transport whose multishot receive completed: its delivery is
+    /// queued as a callback instead of waking its pump task (io_uring
+    /// receives, `deliver.rs`). Registered when the receive is armed and
+    /// kept for every completion.
+    Deliver(Weak<dyn Deliver>),
 }
 
 /// Whom a poll asks to wake: [`Wake`] before it is stored (no clone
@@ -59,6 +65,7 @@ impl ringloop_fallback::Wakeup for Wake {
             (Wake::Task(a), Wake::Task(b)) => a == b,
             (Wake::Waker(a), Wake::Waker(b)) => a.will_wake(b),
             (Wake::Flush(a), Wake::Flush(b)) => Weak::ptr_eq(a, b),
+            (Wake::Deliver(a), Wake::Deliver(b)) => Weak::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -74,13 +81,13 @@ impl<'a> WakeBy<'a> {
     }
 
     /// Stores this target in `slot`, unless it holds it already or holds
-    /// a [`Wake::Flush`]: an operation registered at submission for its
-    /// transport's flush keeps that registration (the flush takes the
-    /// result and wakes the pump if there is more to do), whoever polls
-    /// it meanwhile.
+    /// a [`Wake::Flush`] or [`Wake::Deliver`]: an operation registered at
+    /// submission for its transport's flush or delivery keeps that
+    /// registration (the flush or delivery takes the result and wakes the
+    /// pump if there is more to do), whoever polls it meanwhile.
     pub(crate) fn store(self, slot: &mut Option<Wake>) {
         let same = match (self, &*slot) {
-            (_, Some(Wake::Flush(_))) => true,
+            (_, Some(Wake::Flush(_) | Wake::Deliver(_))) => true,
             (WakeBy::Task(t), Some(Wake::Task(old))) => t == *old,
             (WakeBy::Waker(w), Some(Wake::Waker(old))) => old.will_wake(w),
             _ => false,

@@ -125,6 +125,7 @@ impl AcceptOp {
                 l.raw,
                 accept::multishot(l.raw),
                 Box::new(accept::multishot_release),
+                None,
             )
             .map(AcceptOp::Multi)
         } else {

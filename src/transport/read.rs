@@ -33,18 +33,19 @@ use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, types};
 
 use super::recv_pool::{PooledBuf, RecvPool};
+use crate::deliver::Deliver;
 use crate::driver::op::multi::MultiOp;
 use crate::driver::op::recv::RecvPooled;
 use crate::driver::op::{DriverRef, Op, OpKind};
 use crate::driver::uring::buf_ring::{self, BufRing, RingBuf};
-use crate::driver::{Completion, SlotPoll};
+use crate::driver::{Completion, SlotPoll, Wake};
 use crate::event_loop::EventLoop;
 
 /// Size of a single-shot receive buffer (asyncio reads up to
@@ -163,6 +164,8 @@ pub(crate) struct Reader {
     /// Where single-shot receives take their buffers.
     pool: Rc<RecvPool>,
     driver: DriverRef,
+    /// Registered on every multishot receive armed (`deliver.rs`).
+    deliver: Option<Weak<dyn Deliver>>,
 }
 
 impl Reader {
@@ -190,7 +193,14 @@ impl Reader {
             held: VecDeque::new(),
             stopped: false,
             settled: false,
+            deliver: None,
         }
+    }
+
+    /// Has every multishot receive's completions delivered by `to`'s
+    /// callback (see `deliver.rs`) rather than by waking the poller.
+    pub(crate) fn deliver_to(&mut self, to: Weak<dyn Deliver>) {
+        self.deliver = Some(to);
     }
 
     /// Turns a multishot completion into a held result. Returns false
@@ -346,7 +356,14 @@ impl Reader {
                         ring.release(bid);
                     }
                 });
-                m.op = Some(MultiOp::submit(&self.driver, self.fd, entry, release)?);
+                let wake = self.deliver.clone().map(Wake::Deliver);
+                m.op = Some(MultiOp::submit(
+                    &self.driver,
+                    self.fd,
+                    entry,
+                    release,
+                    wake,
+                )?);
                 m.cancelling = false;
                 return Ok(());
             }

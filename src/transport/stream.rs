@@ -28,6 +28,7 @@ use super::chunk::offset_within;
 use super::read::{ReadBuf, ReadEvent, Reader};
 use super::write_buf::{Limits, WriteBuffer};
 use super::Transport;
+use crate::deliver::Deliver;
 use crate::driver::op::sendmsg::SendMsg;
 use crate::driver::op::sys;
 use crate::driver::op::{DriverRef, Op, OpKind};
@@ -37,6 +38,8 @@ use crate::event_loop::{EventLoop, LoopInner};
 use crate::exception::ErrorContext;
 use crate::flush::Flush;
 use crate::protocol::Protocol;
+
+mod deliver;
 
 /// After this many writes to a lost connection, each further one logs a
 /// warning (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
@@ -112,6 +115,9 @@ pub(crate) struct StreamInner {
     in_pump: Cell<bool>,
     /// Queued on the loop's flush queue (see `flush.rs`).
     flush_queued: Cell<bool>,
+    /// Its delivery is queued on the ready queue (io_uring, see
+    /// `deliver.rs`).
+    delivery_queued: Cell<bool>,
     /// `send` was submitted and not polled yet (on epoll, not even
     /// attempted): someone must poll it.
     send_unpolled: Cell<bool>,
@@ -126,6 +132,9 @@ pub(crate) struct StreamInner {
     pub(crate) raw_fd: RawFd,
     /// The pump task's waker (set at its first run).
     pump_waker: RefCell<Option<Waker>>,
+    /// This transport, for its delivery callback (`deliver.rs`), which
+    /// the ready queue runs by reference.
+    me: Weak<StreamInner>,
     send: RefCell<Option<Op<SendMsg>>>,
     pub(crate) driver: DriverRef,
     protocol: RefCell<Option<Rc<RefCell<dyn Protocol>>>>,
@@ -197,7 +206,8 @@ impl StreamInner {
         let reader = Reader::new(lp, raw_fd);
         let protocol: Rc<RefCell<dyn Protocol>> = protocol;
         let wake_at_submit = driver.borrow().backend() == crate::Backend::Uring;
-        let inner = Rc::new(StreamInner {
+        let inner = Rc::new_cyclic(|me| StreamInner {
+            me: me.clone(),
             lp: lp.downgrade(),
             driver,
             fd: RefCell::new(Some(sock)),
@@ -223,6 +233,7 @@ impl StreamInner {
             pump_waker: RefCell::new(None),
             in_pump: Cell::new(false),
             flush_queued: Cell::new(false),
+            delivery_queued: Cell::new(false),
             send_unpolled: Cell::new(false),
             wake_at_submit,
             share_received: Cell::new(false),
@@ -232,6 +243,11 @@ impl StreamInner {
             peername: std::cell::OnceCell::new(),
             sockname: std::cell::OnceCell::new(),
         });
+        if wake_at_submit {
+            // Receive completions run the delivery as a callback.
+            let me: Weak<dyn Deliver> = Rc::downgrade(&inner) as Weak<StreamInner>;
+            inner.reader.borrow_mut().deliver_to(me);
+        }
         let transport = Transport {
             inner: inner.clone(),
         };
@@ -716,6 +732,12 @@ impl StreamInner {
                 _ => *w = Some(cx.waker().clone()),
             }
         }
+        self.pump_step(cx)
+    }
+
+    /// One run of the pump, with its waker in `cx`: from the pump task,
+    /// or on io_uring from the delivery callback (`deliver.rs`).
+    fn pump_step(self: &Rc<Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.in_pump.set(true);
         // One delivery per run, as asyncio's transports deliver one
         // receive per iteration; the rest waits for the next iteration.
@@ -749,8 +771,13 @@ impl StreamInner {
             }
         }
         if delivered && !self.finished.get() && self.more_to_deliver(cx) {
-            // The rest in the next iteration.
-            cx.waker().wake_by_ref();
+            // The rest in the next iteration: by the delivery callback
+            // where there is one, so that a completion arriving
+            // meanwhile does not make it two runs in that iteration.
+            match (self.wake_at_submit, self.lp.upgrade()) {
+                (true, Some(lp)) => self.clone().schedule_delivery(&lp),
+                _ => cx.waker().wake_by_ref(),
+            }
         }
         self.in_pump.set(false);
         if self.finished.get() {

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use io_uring::squeue;
 
 use super::DriverRef;
-use crate::driver::{Completion, SlotPoll};
+use crate::driver::{Completion, SlotPoll, Wake};
 
 /// An armed multishot operation.
 pub(crate) struct MultiOp {
@@ -35,14 +35,16 @@ pub(crate) struct MultiOp {
 }
 
 impl MultiOp {
-    /// Arms `entry` (which must point at no memory) on `fd`.
+    /// Arms `entry` (which must point at no memory) on `fd`; `wake`, if
+    /// given, is a [`Wake::Deliver`] to wake at every completion.
     pub(crate) fn submit(
         driver: &DriverRef,
         fd: RawFd,
         entry: squeue::Entry,
         release: Box<dyn FnMut(Completion)>,
+        wake: Option<Wake>,
     ) -> io::Result<MultiOp> {
-        let key = driver.borrow_mut().submit_multi(fd, entry)?;
+        let key = driver.borrow_mut().submit_multi(fd, entry, wake)?;
         Ok(MultiOp {
             driver: driver.clone(),
             key,

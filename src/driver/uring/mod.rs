@@ -281,7 +281,12 @@ impl UringDriver {
 
     /// Queues a multishot operation whose entry points at no memory
     /// (multishot accept, buffer-select recv).
-    pub(crate) fn submit_multi(&mut self, fd: RawFd, entry: squeue::Entry) -> io::Result<usize> {
+    pub(crate) fn submit_multi(
+        &mut self,
+        fd: RawFd,
+        entry: squeue::Entry,
+        wake: Option<Wake>,
+    ) -> io::Result<usize> {
         if self.ring.is_none() {
             return Err(closed());
         }
@@ -292,7 +297,7 @@ impl UringDriver {
             fd,
             slot: Slot::Multi {
                 ready: Backlog::default(),
-                waker: None,
+                waker: wake,
                 ended: false,
             },
         });
@@ -576,8 +581,14 @@ impl UringDriver {
                             *ended = true;
                             *kernel_owned -= 1;
                         }
-                        if let Some(w) = waker.take() {
-                            wakers.push(w);
+                        match waker {
+                            // Kept: woken at every completion.
+                            Some(Wake::Deliver(d)) => wakers.push(Wake::Deliver(d.clone())),
+                            _ => {
+                                if let Some(w) = waker.take() {
+                                    wakers.push(w);
+                                }
+                            }
                         }
                         return;
                     }

@@ -1,0 +1,93 @@
+//! A stream transport's delivery callback (io_uring; see `src/deliver.rs`).
+
+use std::panic::Location;
+use std::rc::Rc;
+use std::task::{Context, Waker};
+
+use super::StreamInner;
+use crate::deliver::Deliver;
+use crate::event_loop::LoopInner;
+use crate::handle::Callback;
+
+impl Deliver for StreamInner {
+    fn schedule_delivery(self: Rc<Self>, lp: &LoopInner) {
+        if !self.delivery_queued.replace(true) {
+            lp.ready.borrow_mut().push_back(self);
+        }
+    }
+}
+
+/// Gives the pump's waker back if a delivery unwinds (a bug outside the
+/// protocol's methods, which `call_protocol` catches), and wakes the pump
+/// task so that it, not a stuck transport, handles what is left.
+struct Restore<'a> {
+    inner: &'a StreamInner,
+    waker: Option<Waker>,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.waker.take() {
+            self.inner.in_pump.set(false);
+            if let Ok(mut slot) = self.inner.pump_waker.try_borrow_mut() {
+                *slot = Some(w.clone());
+            }
+            w.wake();
+        }
+    }
+}
+
+impl StreamInner {
+    /// What the pump task would do when woken by a receive, run in place.
+    fn deliver_now(self: &Rc<Self>) {
+        if self.finished.get() || self.in_pump.get() {
+            return;
+        }
+        // Taken out, not cloned, as the flush does (see `Flush::flush`).
+        // Before the pump's first run there is none: that run delivers.
+        let Some(waker) = self.pump_waker.borrow_mut().take() else {
+            return;
+        };
+        let mut restore = Restore {
+            inner: self,
+            waker: Some(waker),
+        };
+        let Some(waker) = restore.waker.as_ref() else {
+            return;
+        };
+        let mut cx = Context::from_waker(waker);
+        let _ = self.pump_step(&mut cx);
+        let Some(waker) = restore.waker.take() else {
+            return;
+        };
+        if self.finished.get() {
+            // The connection ended: the pump task hears it and ends.
+            waker.wake();
+            return;
+        }
+        *self.pump_waker.borrow_mut() = Some(waker);
+    }
+}
+
+impl Callback for StreamInner {
+    fn run(&self) {
+        self.delivery_queued.set(false);
+        if let Some(me) = self.me.upgrade() {
+            me.deliver_now();
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        false
+    }
+
+    fn cancel(&self) {}
+
+    fn location(&self) -> &'static Location<'static> {
+        Location::caller()
+    }
+
+    fn describe(&self) -> String {
+        format!("<delivery of the transport on fd {}>", self.raw_fd)
+    }
+}
