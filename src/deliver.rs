@@ -1,12 +1,14 @@
 //! Receive completions that run their transport's delivery as a plain
-//! ready-queue callback instead of a step of its pump task (io_uring).
+//! ready-queue callback instead of a step of its pump task.
 //!
-//! A stream transport's multishot receive is armed with its transport
-//! registered ([`Wake::Deliver`](crate::driver::Wake::Deliver)), as a
-//! send is registered for the flush (`flush.rs`). When a receive
-//! completes, the loop queues the transport's delivery on the ready queue
-//! (once, however many completions arrived), where it runs in FIFO order
-//! with the other callbacks, exactly where the pump task's step would
+//! A stream transport's multishot receive (io_uring) is armed with its
+//! transport registered ([`Wake::Deliver`](crate::driver::Wake::Deliver)),
+//! as a send is registered for the flush (`flush.rs`); on epoll its
+//! reader's watcher parks with the same registration. When a receive
+//! completes (or the socket becomes readable), the loop queues the
+//! transport's delivery on the ready queue (once, however many
+//! completions arrived), where it runs in FIFO order with the other
+//! callbacks, exactly where the pump task's step would
 //! have: the same code (`StreamInner::pump_step`), with the pump's waker,
 //! so that what it polls wakes the pump as before. It skips what a task
 //! step costs on every round trip: finding the task by key, its

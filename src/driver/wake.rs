@@ -57,6 +57,9 @@ pub(crate) enum Wake {
 pub(crate) enum WakeBy<'a> {
     Task(TaskRef),
     Waker(&'a Waker),
+    /// A transport's delivery callback (`deliver.rs`): an epoll reader's
+    /// watcher registers it, as an io_uring receive does when armed.
+    Deliver(&'a Weak<dyn Deliver>),
 }
 
 impl ringloop_fallback::Wakeup for Wake {
@@ -77,6 +80,7 @@ impl<'a> WakeBy<'a> {
         match self {
             WakeBy::Task(t) => Wake::Task(t),
             WakeBy::Waker(w) => Wake::Waker(w.clone()),
+            WakeBy::Deliver(d) => Wake::Deliver(d.clone()),
         }
     }
 

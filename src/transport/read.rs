@@ -45,7 +45,7 @@ use crate::driver::op::multi::MultiOp;
 use crate::driver::op::recv::RecvPooled;
 use crate::driver::op::{DriverRef, Op, OpKind};
 use crate::driver::uring::buf_ring::{self, BufRing, RingBuf};
-use crate::driver::{Completion, SlotPoll, Wake};
+use crate::driver::{Completion, SlotPoll, Wake, WakeBy};
 use crate::event_loop::EventLoop;
 
 /// Size of a single-shot receive buffer (asyncio reads up to
@@ -197,8 +197,9 @@ impl Reader {
         }
     }
 
-    /// Has every multishot receive's completions delivered by `to`'s
-    /// callback (see `deliver.rs`) rather than by waking the poller.
+    /// Has every multishot receive's completions (io_uring), or the
+    /// watcher's events (epoll), delivered by `to`'s callback (see
+    /// `deliver.rs`) rather than by waking the poller.
     pub(crate) fn deliver_to(&mut self, to: Weak<dyn Deliver>) {
         self.deliver = Some(to);
     }
@@ -276,7 +277,12 @@ impl Reader {
         if let Some(w) = self.watch.as_mut().filter(|w| w.wanted) {
             let mut op = RecvPooled::new(self.fd, self.pool.clone());
             let polled = {
-                let by = crate::driver::wake::wake_by(&self.driver, cx.waker());
+                // The delivery callback if there is one (kept parked
+                // across deliveries, it wakes that, not the poller).
+                let by = match &self.deliver {
+                    Some(d) => WakeBy::Deliver(d),
+                    None => crate::driver::wake::wake_by(&self.driver, cx.waker()),
+                };
                 self.driver.borrow_mut().poll_watching(w.key, &mut op, by)
             };
             match polled {

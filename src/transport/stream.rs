@@ -243,11 +243,10 @@ impl StreamInner {
             peername: std::cell::OnceCell::new(),
             sockname: std::cell::OnceCell::new(),
         });
-        if wake_at_submit {
-            // Receive completions run the delivery as a callback.
-            let me: Weak<dyn Deliver> = Rc::downgrade(&inner) as Weak<StreamInner>;
-            inner.reader.borrow_mut().deliver_to(me);
-        }
+        // Receive completions (io_uring) and readiness (epoll) run the
+        // delivery as a callback.
+        let me: Weak<dyn Deliver> = Rc::downgrade(&inner) as Weak<StreamInner>;
+        inner.reader.borrow_mut().deliver_to(me);
         let transport = Transport {
             inner: inner.clone(),
         };
@@ -774,9 +773,9 @@ impl StreamInner {
             // The rest in the next iteration: by the delivery callback
             // where there is one, so that a completion arriving
             // meanwhile does not make it two runs in that iteration.
-            match (self.wake_at_submit, self.lp.upgrade()) {
-                (true, Some(lp)) => self.clone().schedule_delivery(&lp),
-                _ => cx.waker().wake_by_ref(),
+            match self.lp.upgrade() {
+                Some(lp) => self.clone().schedule_delivery(&lp),
+                None => cx.waker().wake_by_ref(),
             }
         }
         self.in_pump.set(false);

@@ -1,4 +1,4 @@
-//! A stream transport's delivery callback (io_uring; see `src/deliver.rs`).
+//! A stream transport's delivery callback (see `src/deliver.rs`).
 
 use std::panic::Location;
 use std::rc::Rc;
