@@ -858,10 +858,16 @@ impl StreamInner {
     }
 
     /// Completes and starts sends; true if anything happened.
+    #[inline(always)]
     fn drive_write(self: &Rc<Self>, cx: &mut Context<'_>) -> bool {
-        if self.write_idle() {
-            return false;
-        }
+        // Checked here, inlined: the pump's first write round of a
+        // delivery nearly always finds nothing to do, and should not pay
+        // the big function's entry and exit for it.
+        !self.write_idle() && self.drive_write_busy(cx)
+    }
+
+    /// [`drive_write`](Self::drive_write) with something to do.
+    fn drive_write_busy(self: &Rc<Self>, cx: &mut Context<'_>) -> bool {
         let mut progressed = false;
         // On epoll a send is first tried as a plain system call (the
         // result is handled in the next round, so the round trip needs
