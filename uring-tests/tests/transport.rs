@@ -744,6 +744,55 @@ impl Protocol for Interleave {
     }
 }
 
+/// While the user holds the protocol borrowed across an await, the
+/// transport delivers nothing (it cannot call the protocol); what arrives
+/// meanwhile is held and delivered once the borrow ends, in order and
+/// exactly once, however the delivery is woken.
+#[test]
+fn data_arriving_while_the_user_holds_the_protocol_is_delivered_after() {
+    let _g = fd_lock();
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (proto, seen) = Recorder::new(false);
+    let (t, p) = tl
+        .block_on(lp.create_connection(
+            move || proto,
+            Some("127.0.0.1"),
+            Some(port),
+            Default::default(),
+        ))
+        .unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    let first = pattern(1000, 1);
+    peer.write_all(&first).unwrap();
+    let s = seen.clone();
+    run_until(&tl, move || s.borrow().bytes.len() >= first.len());
+    let second = pattern(50_000, 2);
+    let (l, s, sent) = (lp.clone(), seen.clone(), second.clone());
+    let peer = tl.block_on(async move {
+        let held = p.borrow_mut();
+        peer.write_all(&sent).unwrap();
+        for _ in 0..5 {
+            l.sleep(Duration::from_millis(10)).unwrap().await;
+        }
+        assert_eq!(s.borrow().bytes.len(), 1000, "delivered while held");
+        drop(held);
+        peer
+    });
+    let s = seen.clone();
+    run_until(&tl, move || s.borrow().bytes.len() >= 51_000);
+    let mut want = pattern(1000, 1);
+    want.extend_from_slice(&second);
+    assert_eq!(seen.borrow().bytes, want);
+    drop(peer);
+    let s = seen.clone();
+    run_until(&tl, move || s.borrow().lost());
+    assert_eq!(events(&seen), vec!["made", "data", "eof", "lost None"]);
+    assert!(t.is_closing());
+}
+
 /// asyncio's transports deliver one receive per loop iteration, so a
 /// callback `data_received` schedules with `call_soon` runs before the
 /// transport's next `data_received`, however much data is waiting. With
