@@ -749,6 +749,8 @@ impl Protocol for Interleave {
 /// meanwhile is held and delivered once the borrow ends, in order and
 /// exactly once, however the delivery is woken.
 #[test]
+// Holding the borrow across awaits is the point of the test.
+#[allow(clippy::await_holding_refcell_ref)]
 fn data_arriving_while_the_user_holds_the_protocol_is_delivered_after() {
     let _g = fd_lock();
     let tl = TestLoop::new();
