@@ -164,7 +164,8 @@ pub(crate) struct Reader {
     /// Where single-shot receives take their buffers.
     pool: Rc<RecvPool>,
     driver: DriverRef,
-    /// Registered on every multishot receive armed (`deliver.rs`).
+    /// The delivery callback, registered on every multishot receive
+    /// armed (io_uring) and on the watcher (epoll); see `deliver.rs`.
     deliver: Option<Weak<dyn Deliver>>,
 }
 

@@ -115,7 +115,7 @@ pub(crate) struct StreamInner {
     in_pump: Cell<bool>,
     /// Queued on the loop's flush queue (see `flush.rs`).
     flush_queued: Cell<bool>,
-    /// Its delivery is queued on the ready queue (io_uring, see
+    /// Its delivery callback is queued on the ready queue (see
     /// `deliver.rs`).
     delivery_queued: Cell<bool>,
     /// `send` was submitted and not polled yet (on epoll, not even
@@ -735,7 +735,7 @@ impl StreamInner {
     }
 
     /// One run of the pump, with its waker in `cx`: from the pump task,
-    /// or on io_uring from the delivery callback (`deliver.rs`).
+    /// or from the delivery callback (`deliver.rs`).
     fn pump_step(self: &Rc<Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.in_pump.set(true);
         // One delivery per run, as asyncio's transports deliver one
