@@ -137,10 +137,24 @@ pub fn connect_to_std(
     tl: &crate::TestLoop,
     echo: bool,
 ) -> (Transport, SeenRef, std::net::TcpStream) {
+    let (t, seen, peer, _protocol) = connect_to_std_keeping_protocol(tl, echo);
+    (t, seen, peer)
+}
+
+/// [`connect_to_std`], also returning the protocol as the loop holds it.
+pub fn connect_to_std_keeping_protocol(
+    tl: &crate::TestLoop,
+    echo: bool,
+) -> (
+    Transport,
+    SeenRef,
+    std::net::TcpStream,
+    Rc<RefCell<Recorder>>,
+) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("local_addr").port();
     let (proto, seen) = Recorder::new(echo);
-    let (t, _p) = tl
+    let (t, protocol) = tl
         .block_on(tl.lp().create_connection(
             move || proto,
             Some("127.0.0.1"),
@@ -151,5 +165,5 @@ pub fn connect_to_std(
     let (peer, _) = listener.accept().expect("accept");
     peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .expect("timeout");
-    (t, seen, peer)
+    (t, seen, peer, protocol)
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use ringloop::net::ServerOptions;
 use ringloop::{BaseProtocol, EventLoop, Protocol, Transport};
-use ringloop_uring_tests::proto::{connect_to_std, wait_until, Recorder, SeenRef};
+use ringloop_uring_tests::proto::{
+    connect_to_std, connect_to_std_keeping_protocol, wait_until, Recorder, SeenRef,
+};
 use ringloop_uring_tests::{fd_lock, pattern, TestLoop};
 
 /// The log without flow-control events (large writes pause and resume).
@@ -755,18 +757,7 @@ fn data_arriving_while_the_user_holds_the_protocol_is_delivered_after() {
     let _g = fd_lock();
     let tl = TestLoop::new();
     let lp = tl.lp();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (proto, seen) = Recorder::new(false);
-    let (t, p) = tl
-        .block_on(lp.create_connection(
-            move || proto,
-            Some("127.0.0.1"),
-            Some(port),
-            Default::default(),
-        ))
-        .unwrap();
-    let (mut peer, _) = listener.accept().unwrap();
+    let (t, seen, mut peer, p) = connect_to_std_keeping_protocol(&tl, false);
     let first = pattern(1000, 1);
     peer.write_all(&first).unwrap();
     let s = seen.clone();
