@@ -8,9 +8,9 @@
 //! completes (or the socket becomes readable), the loop queues the
 //! transport's delivery on the ready queue (once, however many
 //! completions arrived), where it runs in FIFO order with the other
-//! callbacks, exactly where the pump task's step would
-//! have: the same code (`StreamInner::pump_step`), with the pump's waker,
-//! so that what it polls wakes the pump as before. It skips what a task
+//! callbacks, exactly where the pump task's step would have: the same
+//! code (`StreamInner::pump_step`), with the pump's waker, so that what
+//! it polls wakes the pump as before. It skips what a task
 //! step costs on every round trip: finding the task by key, its
 //! scheduling state, the polling record and the task's poll. The pump
 //! task stays for everything else (its first run, writes before it ran,

@@ -44,10 +44,11 @@ pub(crate) enum Wake {
     /// flush (`flush.rs`) instead of waking its pump task, which would
     /// only find that send done (io_uring sends, `transport/stream.rs`).
     Flush(Weak<dyn Flush>),
-    /// A transport whose multishot receive completed: its delivery is
-    /// queued as a callback instead of waking its pump task (io_uring
-    /// receives, `deliver.rs`). Registered when the receive is armed and
-    /// kept for every completion.
+    /// A transport whose receive completed (io_uring multishot) or
+    /// whose socket became readable (epoll watcher): its delivery is
+    /// queued as a callback instead of waking its pump task
+    /// (`deliver.rs`). Registered when the receive is armed or the
+    /// watcher parks, and kept for every completion.
     Deliver(Weak<dyn Deliver>),
 }
 

@@ -1139,30 +1139,17 @@ impl Flush for StreamInner {
         if self.finished.get() || self.in_pump.get() {
             return;
         }
-        // Taken out rather than cloned: a clone of a task's waker is an
-        // atomic increment (and a decrement after), twice per round trip
-        // of a streams echo. While it is out, nothing can miss it:
-        // `wake_pump` and `request_send` return early with `in_pump`
-        // set, and only `teardown` would take it, to wake the pump.
-        let Some(waker) = self.pump_waker.borrow_mut().take() else {
-            return;
-        };
-        let mut cx = Context::from_waker(&waker);
-        self.in_pump.set(true);
-        self.drive_write(&mut cx);
-        self.in_pump.set(false);
-        if self.finished.get() {
-            // Torn down meanwhile: the pump must hear it and end.
-            waker.wake();
-            return;
-        }
-        // Not done in the rounds one call makes (epoll: sends that
-        // finished at once, a last one not yet attempted): the pump
-        // carries on.
-        if self.write_unsettled() {
-            waker.wake_by_ref();
-        }
-        *self.pump_waker.borrow_mut() = Some(waker);
+        self.with_pump_waker(|cx| {
+            self.in_pump.set(true);
+            self.drive_write(cx);
+            self.in_pump.set(false);
+            // Not done in the rounds one call makes (epoll: sends that
+            // finished at once, a last one not yet attempted): the pump
+            // carries on.
+            if !self.finished.get() && self.write_unsettled() {
+                cx.waker().wake_by_ref();
+            }
+        });
     }
 }
 

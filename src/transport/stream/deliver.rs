@@ -17,9 +17,10 @@ impl Deliver for StreamInner {
     }
 }
 
-/// Gives the pump's waker back if a delivery unwinds (a bug outside the
-/// protocol's methods, which `call_protocol` catches), and wakes the pump
-/// task so that it, not a stuck transport, handles what is left.
+/// Gives the pump's waker back if the work run with it unwinds (a bug
+/// outside the protocol's methods, which `call_protocol` catches), and
+/// wakes the pump task so that it, not a stuck transport, handles what is
+/// left.
 struct Restore<'a> {
     inner: &'a StreamInner,
     waker: Option<Waker>,
@@ -38,13 +39,16 @@ impl Drop for Restore<'_> {
 }
 
 impl StreamInner {
-    /// What the pump task would do when woken by a receive, run in place.
-    fn deliver_now(self: &Rc<Self>) {
-        if self.finished.get() || self.in_pump.get() {
-            return;
-        }
-        // Taken out, not cloned, as the flush does (see `Flush::flush`).
-        // Before the pump's first run there is none: that run delivers.
+    /// Runs `f` with the pump's waker, outside the pump task (the
+    /// delivery callback, the flush). The waker is taken out of its cell
+    /// for the time rather than cloned: a clone of a task's waker is an
+    /// atomic increment and, dropped, a decrement. While it is out nothing
+    /// can miss it: `f` runs with `in_pump` set, so `wake_pump` and
+    /// `request_send` return early, and only `teardown` would take it, to
+    /// wake the pump; if the transport finished meanwhile, the pump task
+    /// is woken here instead, to end. Does nothing before the pump's first
+    /// run (no waker yet: that run does the work).
+    pub(super) fn with_pump_waker(self: &Rc<Self>, f: impl FnOnce(&mut Context<'_>)) {
         let Some(waker) = self.pump_waker.borrow_mut().take() else {
             return;
         };
@@ -52,20 +56,27 @@ impl StreamInner {
             inner: self,
             waker: Some(waker),
         };
-        let Some(waker) = restore.waker.as_ref() else {
-            return;
-        };
-        let mut cx = Context::from_waker(waker);
-        let _ = self.pump_step(&mut cx);
+        if let Some(waker) = restore.waker.as_ref() {
+            f(&mut Context::from_waker(waker));
+        }
         let Some(waker) = restore.waker.take() else {
             return;
         };
         if self.finished.get() {
-            // The connection ended: the pump task hears it and ends.
             waker.wake();
             return;
         }
         *self.pump_waker.borrow_mut() = Some(waker);
+    }
+
+    /// What the pump task would do when woken by a receive, run in place.
+    fn deliver_now(self: &Rc<Self>) {
+        if self.finished.get() || self.in_pump.get() {
+            return;
+        }
+        self.with_pump_waker(|cx| {
+            let _ = self.pump_step(cx);
+        });
     }
 }
 
