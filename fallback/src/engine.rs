@@ -297,6 +297,7 @@ pub struct Engine<W: Wakeup = Waker> {
 }
 
 /// Runs `f` again while it fails with `EINTR`.
+#[inline]
 pub fn retry_interrupted<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match f() {
