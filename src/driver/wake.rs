@@ -42,7 +42,7 @@ pub(crate) enum Wake {
     Waker(Waker),
     /// A transport whose send completed: queued for the end-of-iteration
     /// flush (`flush.rs`) instead of waking its pump task, which would
-    /// only find that send done (io_uring sends, `transport/stream.rs`).
+    /// only find that send done (io_uring sends, `transport/stream/send.rs`).
     Flush(Weak<dyn Flush>),
     /// A transport whose receive completed (io_uring multishot) or
     /// whose socket became readable (epoll watcher): its delivery is
