@@ -10,6 +10,7 @@ use std::rc::Rc;
 use super::StreamInner;
 use crate::error::Error;
 use crate::exception::ErrorContext;
+use crate::transport::errors::{clone_io_error, is_ignored_error};
 use crate::transport::Transport;
 
 impl StreamInner {
@@ -169,26 +170,5 @@ impl StreamInner {
             tracing::debug!(target: "ringloop", error = %err, "{message}");
         }
         self.force_close(Some(err));
-    }
-}
-
-fn is_ignored_error(e: &io::Error) -> bool {
-    // asyncio's _FATAL_ERROR_IGNORE: BrokenPipeError, ConnectionResetError,
-    // ConnectionAbortedError end the connection without a report.
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EPIPE | libc::ESHUTDOWN | libc::ECONNRESET | libc::ECONNABORTED)
-    ) || matches!(
-        e.kind(),
-        io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-    )
-}
-
-fn clone_io_error(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
