@@ -17,6 +17,7 @@ use crate::driver::op::DriverRef;
 use crate::error::Error;
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::exception::ErrorContext;
+use crate::transport::errors::clone_io_error;
 
 /// Called right after the protocol's `connection_lost`, with a copy of
 /// its error: how code inside the crate (subprocess transports) learns
@@ -50,14 +51,6 @@ pub(crate) struct Core<P: ?Sized> {
     pub(crate) in_pump: Cell<bool>,
     /// `connection_lost` ran (or the loop closed): the pump ends.
     finished: Cell<bool>,
-}
-
-/// A copy of an I/O error (the original goes to the protocol).
-pub(crate) fn copy_error(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(e.kind(), e.to_string()),
-    }
 }
 
 impl<P: ?Sized> Core<P> {
@@ -166,7 +159,9 @@ impl<P: ?Sized> Core<P> {
             return Called::Skipped;
         }
         let hook = self.on_lost.borrow_mut().take();
-        let copy = hook.as_ref().and_then(|_| error.as_ref().map(copy_error));
+        let copy = hook
+            .as_ref()
+            .and_then(|_| error.as_ref().map(clone_io_error));
         let called = self.call(|p| lost(p, error));
         self.teardown();
         if let Some(hook) = hook {

@@ -269,8 +269,10 @@ impl ReadInner {
         if e.raw_os_error() == Some(libc::EIO) {
             tracing::debug!(target: "ringloop", error = %e, "{message}");
         } else {
-            self.core
-                .report(message, Error::Io(super::core::copy_error(&e).into()));
+            self.core.report(
+                message,
+                Error::Io(crate::transport::errors::clone_io_error(&e).into()),
+            );
         }
         self.close_with(Some(e));
     }

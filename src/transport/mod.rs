@@ -9,7 +9,7 @@
 pub(crate) mod chunk;
 pub(crate) mod chunk_list;
 mod datagram;
-mod errors;
+pub(crate) mod errors;
 mod read;
 pub(crate) mod recv_pool;
 mod sendfile;
