@@ -8,7 +8,6 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::task::{Context, Waker};
 
@@ -18,21 +17,12 @@ use crate::error::Error;
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::exception::ErrorContext;
 use crate::transport::errors::clone_io_error;
+use crate::transport::protocol_slot::{Called, ProtocolSlot};
 
 /// Called right after the protocol's `connection_lost`, with a copy of
 /// its error: how code inside the crate (subprocess transports) learns
 /// that a pipe is gone.
 pub(crate) type LostHook = Box<dyn FnOnce(Option<io::Error>)>;
-
-/// The outcome of calling a protocol method.
-pub(crate) enum Called<R> {
-    Done(R),
-    /// The protocol is gone, or borrowed elsewhere (by the user across an
-    /// await): nothing was called.
-    Skipped,
-    /// The method panicked: the panic as an error.
-    Panicked(Error),
-}
 
 /// The shared core of a pipe transport, generic over the protocol trait
 /// object (`dyn ReadPipeProtocol`, `dyn WritePipeProtocol`).
@@ -42,7 +32,7 @@ pub(crate) struct Core<P: ?Sized> {
     /// The descriptor; taken (closed) at the end.
     fd: RefCell<Option<PipeFd>>,
     pub(crate) raw_fd: RawFd,
-    protocol: RefCell<Option<Rc<RefCell<P>>>>,
+    protocol: ProtocolSlot<P>,
     protocol_name: &'static str,
     on_lost: RefCell<Option<LostHook>>,
     /// The pump task's waker (set at its first run).
@@ -66,7 +56,7 @@ impl<P: ?Sized> Core<P> {
             driver: lp.driver_ref(),
             raw_fd: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
-            protocol: RefCell::new(Some(protocol)),
+            protocol: ProtocolSlot::new(protocol),
             protocol_name,
             on_lost: RefCell::new(on_lost),
             waker: RefCell::new(None),
@@ -95,24 +85,12 @@ impl<P: ?Sized> Core<P> {
     /// Calls a protocol method, catching a panic. No transport borrow may
     /// be held by the caller.
     pub(crate) fn call<R>(&self, f: impl FnOnce(&mut P) -> R) -> Called<R> {
-        let Some(protocol) = self.protocol.borrow().clone() else {
-            return Called::Skipped;
-        };
-        let Ok(mut p) = protocol.try_borrow_mut() else {
-            return Called::Skipped;
-        };
-        match catch_unwind(AssertUnwindSafe(|| f(&mut *p))) {
-            Ok(r) => Called::Done(r),
-            Err(payload) => Called::Panicked(Error::from_panic(&*payload)),
-        }
+        self.protocol.call(f)
     }
 
     /// The protocol is borrowed elsewhere: true means "try again later".
     pub(crate) fn protocol_busy(&self) -> bool {
-        self.protocol
-            .borrow()
-            .as_ref()
-            .is_some_and(|p| p.try_borrow_mut().is_err())
+        self.protocol.busy()
     }
 
     /// Reports an error to the loop's exception handler (asyncio's
@@ -176,7 +154,7 @@ impl<P: ?Sized> Core<P> {
         if self.finished.replace(true) {
             return;
         }
-        let protocol = self.protocol.borrow_mut().take();
+        let protocol = self.protocol.take();
         drop(protocol);
         let fd = self.fd.borrow_mut().take();
         drop(fd);

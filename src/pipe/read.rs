@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 
-use super::core::{Called, Core, LostHook};
+use super::core::{Core, LostHook};
 use super::fd::{PipeFd, PipeKind};
 use super::ReadPipeProtocol;
 use crate::driver::op::poll::PollOnce;
@@ -32,6 +32,7 @@ use crate::driver::op::read::Read;
 use crate::driver::op::{DriverRef, Op};
 use crate::error::Error;
 use crate::event_loop::EventLoop;
+use crate::transport::protocol_slot::Called;
 use crate::transport::ExtraInfo;
 
 /// The most one read takes (a pipe holds 64 KiB unless resized).

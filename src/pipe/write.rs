@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use super::core::{Called, Core, LostHook};
+use super::core::{Core, LostHook};
 use super::fd::PipeFd;
 use super::WritePipeProtocol;
 use crate::driver::op::poll::PollOnce;
@@ -35,6 +35,7 @@ use crate::driver::op::write::WriteV;
 use crate::driver::op::Op;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
+use crate::transport::protocol_slot::Called;
 use crate::transport::write_buf::{Limits, WriteBuffer};
 use crate::transport::ExtraInfo;
 

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::panic::Location;
 use std::rc::{Rc, Weak};
 use std::task::Waker;
 
@@ -40,6 +40,7 @@ use crate::driver::op::{DriverRef, Op};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::protocol::DatagramProtocol;
+use crate::transport::protocol_slot::{Called, ProtocolSlot};
 
 mod close;
 mod pump;
@@ -124,7 +125,7 @@ struct DatagramInner {
     peername: Option<SockAddr>,
     sockname: OnceCell<Option<SockAddr>>,
     state: RefCell<State>,
-    protocol: RefCell<Option<Rc<RefCell<dyn DatagramProtocol>>>>,
+    protocol: ProtocolSlot<dyn DatagramProtocol>,
     protocol_name: &'static str,
     recv: RefCell<Option<Op<RecvMsg>>>,
     /// The receive buffer, between receives.
@@ -203,7 +204,7 @@ impl DatagramTransport {
                 protocol_paused: false,
                 pause_deferred: false,
             }),
-            protocol: RefCell::new(Some(protocol)),
+            protocol: ProtocolSlot::new(protocol),
             protocol_name: std::any::type_name::<P>(),
             recv: RefCell::new(None),
             spare: RefCell::new(None),
@@ -384,15 +385,10 @@ impl DatagramInner {
         what: &'static str,
         f: impl FnOnce(&mut dyn DatagramProtocol) -> R,
     ) -> Option<R> {
-        let protocol = self.protocol.borrow().clone()?;
-        let Ok(mut p) = protocol.try_borrow_mut() else {
-            return None;
-        };
-        match catch_unwind(AssertUnwindSafe(|| f(&mut *p))) {
-            Ok(r) => Some(r),
-            Err(payload) => {
-                drop(p);
-                let err = Error::from_panic(&*payload);
+        match self.protocol.call(f) {
+            Called::Done(r) => Some(r),
+            Called::Skipped => None,
+            Called::Panicked(err) => {
                 let msg = format!("Fatal error: protocol.{what}() call failed.");
                 self.fatal_error(io::Error::other(err.clone()), &msg, Some(err));
                 None
@@ -403,10 +399,7 @@ impl DatagramInner {
     /// The protocol is borrowed elsewhere (by the user across an await,
     /// or we are inside one of its methods).
     fn protocol_busy(&self) -> bool {
-        self.protocol
-            .borrow()
-            .as_ref()
-            .is_some_and(|p| p.try_borrow_mut().is_err())
+        self.protocol.busy()
     }
 
     fn wake_pump(&self) {

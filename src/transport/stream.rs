@@ -24,7 +24,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::panic::Location;
 use std::rc::{Rc, Weak};
 use std::task::Waker;
 
@@ -37,9 +37,9 @@ use super::Transport;
 use crate::deliver::Deliver;
 use crate::driver::op::sendmsg::SendMsg;
 use crate::driver::op::{DriverRef, Op};
-use crate::error::Error;
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::protocol::Protocol;
+use crate::transport::protocol_slot::{Called, ProtocolSlot};
 
 mod close;
 mod deliver;
@@ -145,7 +145,7 @@ pub(crate) struct StreamInner {
     me: Weak<StreamInner>,
     send: RefCell<Option<Op<SendMsg>>>,
     pub(crate) driver: DriverRef,
-    protocol: RefCell<Option<Rc<RefCell<dyn Protocol>>>>,
+    protocol: ProtocolSlot<dyn Protocol>,
     /// The received buffer `data_received` is being handed (a large one
     /// only): a `write` of a slice of it is queued without copying.
     delivering: RefCell<Option<Delivering>>,
@@ -212,7 +212,7 @@ impl StreamInner {
                 pause_deferred: false,
                 sendfile_active: false,
             }),
-            protocol: RefCell::new(Some(protocol)),
+            protocol: ProtocolSlot::new(protocol),
             protocol_name: std::any::type_name::<P>(),
             reader: RefCell::new(reader),
             send: RefCell::new(None),
@@ -269,15 +269,10 @@ impl StreamInner {
         what: &'static str,
         f: impl FnOnce(&mut dyn Protocol) -> R,
     ) -> Option<R> {
-        let protocol = self.protocol.borrow().clone()?;
-        let Ok(mut p) = protocol.try_borrow_mut() else {
-            return None;
-        };
-        match catch_unwind(AssertUnwindSafe(|| f(&mut *p))) {
-            Ok(r) => Some(r),
-            Err(payload) => {
-                drop(p);
-                let err = Error::from_panic(&*payload);
+        match self.protocol.call(f) {
+            Called::Done(r) => Some(r),
+            Called::Skipped => None,
+            Called::Panicked(err) => {
                 let msg = format!("Fatal error: protocol.{what}() call failed.");
                 self.fatal_error(io::Error::other(err.clone()), &msg, Some(err));
                 None
@@ -288,10 +283,7 @@ impl StreamInner {
     /// The protocol is borrowed elsewhere (by the user across an await):
     /// true means "try again later".
     fn protocol_busy(&self) -> bool {
-        self.protocol
-            .borrow()
-            .as_ref()
-            .is_some_and(|p| p.try_borrow_mut().is_err())
+        self.protocol.busy()
     }
 
     fn wake_pump(&self) {

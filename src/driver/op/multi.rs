@@ -72,6 +72,7 @@ impl MultiOp {
 
     /// The next completion. After one with `!c.more()` the operation is
     /// over and must not be polled again.
+    #[inline]
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
         if self.ended {
             self.armed = false;

@@ -86,14 +86,10 @@ impl DatagramInner {
             return;
         }
         self.stop_io();
-        let protocol = self.protocol.borrow_mut().take();
-        if let Some(protocol) = protocol {
-            // Re-installed only for the duration of the call, so that a
-            // panic is reported with the usual path.
-            *self.protocol.borrow_mut() = Some(protocol);
-            self.call_protocol("connection_lost", |p| p.connection_lost(error));
-            self.protocol.borrow_mut().take();
-        }
+        self.call_protocol("connection_lost", |p| p.connection_lost(error));
+        // Let go before the teardown, so that nothing calls it again.
+        let protocol = self.protocol.take();
+        drop(protocol);
         self.teardown();
     }
 
@@ -120,7 +116,7 @@ impl DatagramInner {
             st.conn_lost = st.conn_lost.max(1);
         }
         self.stop_io();
-        let protocol = self.protocol.borrow_mut().take();
+        let protocol = self.protocol.take();
         drop(protocol);
         let queue = std::mem::take(&mut self.state.borrow_mut().queue);
         drop(queue);

@@ -78,15 +78,10 @@ impl StreamInner {
             return;
         }
         self.stop_io();
-        // Taken before the call, so nothing re-enters the protocol.
-        let protocol = self.protocol.borrow_mut().take();
-        if let Some(protocol) = protocol {
-            // Re-installed only for the duration of the call, so that a
-            // panic is reported with the usual path.
-            *self.protocol.borrow_mut() = Some(protocol);
-            self.call_protocol("connection_lost", |p| p.connection_lost(error));
-            self.protocol.borrow_mut().take();
-        }
+        self.call_protocol("connection_lost", |p| p.connection_lost(error));
+        // Let go before the teardown, so that nothing calls it again.
+        let protocol = self.protocol.take();
+        drop(protocol);
         self.teardown();
     }
 
@@ -104,7 +99,7 @@ impl StreamInner {
             return;
         }
         self.stop_io();
-        let protocol = self.protocol.borrow_mut().take();
+        let protocol = self.protocol.take();
         drop(protocol);
         let mut fd = self.fd.borrow_mut().take();
         if let Some(sock) = fd.take() {
