@@ -32,6 +32,7 @@ use crate::driver::op::read::Read;
 use crate::driver::op::{DriverRef, Op};
 use crate::error::Error;
 use crate::event_loop::EventLoop;
+use crate::transport::errors::clone_io_error;
 use crate::transport::protocol_slot::Called;
 use crate::transport::ExtraInfo;
 
@@ -270,10 +271,8 @@ impl ReadInner {
         if e.raw_os_error() == Some(libc::EIO) {
             tracing::debug!(target: "ringloop", error = %e, "{message}");
         } else {
-            self.core.report(
-                message,
-                Error::Io(crate::transport::errors::clone_io_error(&e).into()),
-            );
+            self.core
+                .report(message, Error::Io(clone_io_error(&e).into()));
         }
         self.close_with(Some(e));
     }
