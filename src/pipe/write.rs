@@ -15,7 +15,7 @@
 //! the transport with `connection_lost(Some(BrokenPipe))`. SIGPIPE is
 //! ignored first (see [`super::sigpipe`]).
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::transport::protocol_slot::Called;
 use crate::transport::write_buf::{Limits, WriteBuffer};
+use crate::transport::write_flow::{self, FlowControlled, WriteFlow};
 use crate::transport::ExtraInfo;
 
 /// After this many writes to a lost pipe, each further one logs a warning
@@ -74,8 +75,8 @@ struct WriteState {
     conn_lost: u32,
     /// `connection_lost` is scheduled or running.
     lost_scheduled: bool,
-    /// `pause_writing()` was called and not yet matched by resume.
-    protocol_paused: bool,
+    /// Where the protocol stands in `pause_writing`/`resume_writing`.
+    flow: WriteFlow,
 }
 
 #[derive(Default)]
@@ -108,6 +109,21 @@ enum Step {
 
 fn broken_pipe() -> io::Error {
     io::Error::from_raw_os_error(libc::EPIPE)
+}
+
+impl FlowControlled for WriteInner {
+    fn write_flow(&self) -> RefMut<'_, WriteFlow> {
+        RefMut::map(self.state.borrow_mut(), |st| &mut st.flow)
+    }
+    fn in_protocol_call(&self) -> bool {
+        self.core.protocol_busy()
+    }
+    fn flow_loop(&self) -> Option<EventLoop> {
+        self.core.loop_()
+    }
+    fn call_pause_writing(self: &Rc<Self>) {
+        self.call_protocol("pause_writing", |p| p.pause_writing());
+    }
 }
 
 impl WriteInner {
@@ -160,36 +176,23 @@ impl WriteInner {
     }
 
     fn maybe_pause_protocol(self: &Rc<Self>) {
-        {
-            let mut st = self.state.borrow_mut();
-            if st.buf.size() <= st.limits.high || st.protocol_paused {
-                return;
-            }
-            st.protocol_paused = true;
+        let rose = {
+            let st = &mut *self.state.borrow_mut();
+            st.flow.rise(st.buf.size(), &st.limits)
+        };
+        if rose {
+            write_flow::pause(self);
         }
-        if self.core.protocol_busy() {
-            // Called from inside a protocol method: pause_writing runs as
-            // soon as it returns.
-            let me = self.clone();
-            if let Some(lp) = self.core.loop_() {
-                let _ = lp.call_soon(move || {
-                    me.call_protocol("pause_writing", |p| p.pause_writing());
-                });
-            }
-            return;
-        }
-        self.call_protocol("pause_writing", |p| p.pause_writing());
     }
 
     fn maybe_resume_protocol(self: &Rc<Self>) {
-        {
-            let mut st = self.state.borrow_mut();
-            if !st.protocol_paused || st.buf.size() > st.limits.low {
-                return;
-            }
-            st.protocol_paused = false;
+        let fell = {
+            let st = &mut *self.state.borrow_mut();
+            st.flow.fall(st.buf.size(), &st.limits)
+        };
+        if fell {
+            self.call_protocol("resume_writing", |p| p.resume_writing());
         }
-        self.call_protocol("resume_writing", |p| p.resume_writing());
     }
 
     /// One run of the pump.

@@ -32,6 +32,7 @@ use bytes::Bytes;
 use socket2::SockAddr;
 
 use super::write_buf::Limits;
+use super::write_flow::WriteFlow;
 use super::{ExtraInfo, Fd};
 use crate::driver::op::poll::PollOnce;
 use crate::driver::op::recvmsg::RecvMsg;
@@ -89,11 +90,8 @@ struct State {
     /// asyncio's `_conn_lost`: nonzero once `connection_lost` is
     /// scheduled; counts sends made after.
     conn_lost: u32,
-    /// `pause_writing()` was called and not yet matched by resume.
-    protocol_paused: bool,
-    /// `pause_writing()` is scheduled (the protocol was busy when the
-    /// buffer rose) and has not reached the protocol yet.
-    pause_deferred: bool,
+    /// Where the protocol stands in `pause_writing`/`resume_writing`.
+    flow: WriteFlow,
 }
 
 /// A received result the protocol could not hear yet (it was borrowed
@@ -201,8 +199,7 @@ impl DatagramTransport {
                 limits: Limits::default(),
                 closing: false,
                 conn_lost: 0,
-                protocol_paused: false,
-                pause_deferred: false,
+                flow: WriteFlow::default(),
             }),
             protocol: ProtocolSlot::new(protocol),
             protocol_name: std::any::type_name::<P>(),

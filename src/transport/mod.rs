@@ -16,6 +16,7 @@ pub(crate) mod recv_pool;
 mod sendfile;
 pub(crate) mod stream;
 pub(crate) mod write_buf;
+pub(crate) mod write_flow;
 
 use std::fmt;
 use std::os::fd::RawFd;

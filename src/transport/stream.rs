@@ -33,6 +33,7 @@ use socket2::SockAddr;
 
 use super::read::{ReadBuf, Reader};
 use super::write_buf::{Limits, WriteBuffer};
+use super::write_flow::WriteFlow;
 use super::Transport;
 use crate::deliver::Deliver;
 use crate::driver::op::sendmsg::SendMsg;
@@ -98,11 +99,8 @@ pub(crate) struct State {
     pub(crate) read_paused: bool,
     /// The peer's EOF arrived.
     pub(crate) eof_received: bool,
-    /// `pause_writing()` was called and not yet matched by resume.
-    pub(crate) protocol_paused: bool,
-    /// `pause_writing()` is scheduled (the protocol was busy when the
-    /// buffer rose) and has not reached the protocol yet.
-    pub(crate) pause_deferred: bool,
+    /// Where the protocol stands in `pause_writing`/`resume_writing`.
+    pub(crate) flow: WriteFlow,
     /// A `sendfile` owns the socket: `write` is an error.
     pub(crate) sendfile_active: bool,
 }
@@ -208,8 +206,7 @@ impl StreamInner {
                 eof_sent: false,
                 read_paused: false,
                 eof_received: false,
-                protocol_paused: false,
-                pause_deferred: false,
+                flow: WriteFlow::default(),
                 sendfile_active: false,
             }),
             protocol: ProtocolSlot::new(protocol),

@@ -1,28 +1,35 @@
 //! Regression: a write inside `data_received` (or a `sendto` inside
-//! `datagram_received`) that rises above the high-water mark defers
-//! `pause_writing` until the protocol method returns. If the buffer
-//! drained below the low-water mark before that deferred call ran, the
-//! protocol used to hear `resume_writing` and *then* `pause_writing`, and
-//! stayed paused for good: an echo protocol that pauses reading while
-//! paused (the usual pattern) stalled its connection forever. Found with
-//! `examples/echo_server` echoing 65,537-byte messages.
+//! `datagram_received`, or a pipe write inside `connection_made`) that
+//! rises above the high-water mark defers `pause_writing` until the
+//! protocol method returns. If the buffer drained below the low-water
+//! mark before that deferred call ran, the protocol used to hear
+//! `resume_writing` and *then* `pause_writing`, and stayed paused for
+//! good: an echo protocol that pauses reading while paused (the usual
+//! pattern) stalled its connection forever. Found with
+//! `examples/echo_server` echoing 65,537-byte messages; the write pipe
+//! kept the same fault until the three shared one flow-control state.
 //!
-//! Both tests check asyncio's rule: `pause_writing` and `resume_writing`
+//! The tests check asyncio's rule: `pause_writing` and `resume_writing`
 //! alternate, starting with pause, and the protocol is not left paused
 //! once everything is sent.
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ringloop::net::{Address, ServerOptions};
-use ringloop::{BaseProtocol, DatagramProtocol, DatagramTransport, Protocol, Transport};
+use ringloop::{
+    BaseProtocol, DatagramProtocol, DatagramTransport, Protocol, Transport, WritePipeProtocol,
+    WritePipeTransport,
+};
+use ringloop_uring_tests::pipes::os_pipe;
 use ringloop_uring_tests::proto::wait_until;
-use ringloop_uring_tests::{pattern, TestLoop};
+use ringloop_uring_tests::{fd_lock, pattern, TestLoop};
 
 type Log = Rc<RefCell<Vec<&'static str>>>;
 
@@ -189,5 +196,66 @@ fn a_datagram_protocol_is_not_left_paused() {
     let t2 = t.clone();
     tl.block_on(async move { wait_until(&l2, move || t2.get_write_buffer_size() == 0).await });
     assert_alternates(&log.borrow());
+    t.close();
+}
+
+/// Writes more than the high-water mark from `connection_made`, where the
+/// transport must defer `pause_writing`.
+struct BigFirstWrite {
+    log: Log,
+    size: usize,
+}
+
+impl BaseProtocol for BigFirstWrite {
+    type Transport = WritePipeTransport;
+    fn connection_made(&mut self, t: WritePipeTransport) {
+        t.write(&pattern(self.size, 5)).unwrap();
+    }
+    fn pause_writing(&mut self) {
+        self.log.borrow_mut().push("pause");
+    }
+    fn resume_writing(&mut self) {
+        self.log.borrow_mut().push("resume");
+    }
+}
+
+impl WritePipeProtocol for BigFirstWrite {}
+
+/// The write pipe deferred `pause_writing` with no way to cancel it: a
+/// pipe roomy enough to take the whole write at once drained the buffer
+/// before the deferred call ran, so the protocol heard `resume_writing`,
+/// then `pause_writing`, and stayed paused.
+#[test]
+fn a_write_pipe_protocol_is_not_left_paused() {
+    let _g = fd_lock();
+    let tl = TestLoop::new();
+    let (r, w) = os_pipe();
+    // Room for the whole write: it leaves in the pump's first writev.
+    // SAFETY: F_SETPIPE_SZ on a pipe descriptor this test owns.
+    let rc = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    assert!(
+        rc >= 1 << 20,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    let log = Log::default();
+    let l = log.clone();
+    const SIZE: usize = 70_000;
+    let (t, _p) = tl
+        .block_on(
+            tl.lp()
+                .connect_write_pipe(move || BigFirstWrite { log: l, size: SIZE }, w),
+        )
+        .unwrap();
+    let lp = tl.lp();
+    let t2 = t.clone();
+    tl.block_on(async move { wait_until(&lp, move || t2.get_write_buffer_size() == 0).await });
+    // Long enough for a deferred call to have run.
+    let lp = tl.lp();
+    tl.block_on(async move { lp.sleep(Duration::from_millis(20)).unwrap().await });
+    assert_alternates(&log.borrow());
+    let mut got = vec![0; SIZE];
+    std::fs::File::from(r).read_exact(&mut got).unwrap();
+    assert!(got == pattern(SIZE, 5), "bytes differ");
     t.close();
 }

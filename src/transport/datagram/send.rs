@@ -2,6 +2,7 @@
 //! buffer's limits, and the window of sends in flight (with the wait for
 //! room when a send finds the socket full).
 
+use std::cell::RefMut;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -14,6 +15,23 @@ use super::{DatagramInner, InFlight, CONNLOST_WARN_AFTER, SEND_WINDOW};
 use crate::driver::op::poll::PollOnce;
 use crate::driver::op::sendto::SendTo;
 use crate::driver::op::Op;
+use crate::event_loop::EventLoop;
+use crate::transport::write_flow::{self, FlowControlled, WriteFlow};
+
+impl FlowControlled for DatagramInner {
+    fn write_flow(&self) -> RefMut<'_, WriteFlow> {
+        RefMut::map(self.state.borrow_mut(), |st| &mut st.flow)
+    }
+    fn in_protocol_call(&self) -> bool {
+        self.protocol_busy()
+    }
+    fn flow_loop(&self) -> Option<EventLoop> {
+        self.loop_()
+    }
+    fn call_pause_writing(self: &Rc<Self>) {
+        self.call_protocol("pause_writing", |p| p.pause_writing());
+    }
+}
 
 impl DatagramInner {
     /// `sendto` after validation: queue, wake the pump, maybe pause the
@@ -36,47 +54,23 @@ impl DatagramInner {
     }
 
     pub(super) fn maybe_pause_protocol(self: &Rc<Self>) {
-        {
-            let mut st = self.state.borrow_mut();
-            if st.size <= st.limits.high || st.protocol_paused {
-                return;
-            }
-            st.protocol_paused = true;
+        let rose = {
+            let st = &mut *self.state.borrow_mut();
+            st.flow.rise(st.size, &st.limits)
+        };
+        if rose {
+            write_flow::pause(self);
         }
-        if self.protocol_busy() {
-            // Called from inside a protocol method (a sendto in
-            // datagram_received): call pause_writing once it returns.
-            // A resume before then cancels it (see maybe_resume_protocol),
-            // so the protocol never hears pause after its resume.
-            self.state.borrow_mut().pause_deferred = true;
-            let me = self.clone();
-            if let Some(lp) = self.loop_() {
-                let _ = lp.call_soon(move || {
-                    let due = std::mem::take(&mut me.state.borrow_mut().pause_deferred);
-                    if due {
-                        me.call_protocol("pause_writing", |p| p.pause_writing());
-                    }
-                });
-            }
-            return;
-        }
-        self.call_protocol("pause_writing", |p| p.pause_writing());
     }
 
     fn maybe_resume_protocol(self: &Rc<Self>) {
-        let deferred = {
-            let mut st = self.state.borrow_mut();
-            if !st.protocol_paused || st.size > st.limits.low {
-                return;
-            }
-            st.protocol_paused = false;
-            std::mem::take(&mut st.pause_deferred)
+        let fell = {
+            let st = &mut *self.state.borrow_mut();
+            st.flow.fall(st.size, &st.limits)
         };
-        if deferred {
-            // The protocol was never told to pause: cancel that instead.
-            return;
+        if fell {
+            self.call_protocol("resume_writing", |p| p.resume_writing());
         }
-        self.call_protocol("resume_writing", |p| p.resume_writing());
     }
 
     /// Completes sends in order and starts new ones; true if anything

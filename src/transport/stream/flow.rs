@@ -2,57 +2,51 @@
 //! buffer's limits, `pause_reading`/`resume_reading`, and waiting for the
 //! buffer to shrink (`drain`, `sendfile`).
 
+use std::cell::RefMut;
 use std::rc::Rc;
 use std::task::Waker;
 
 use super::StreamInner;
+use crate::event_loop::EventLoop;
+use crate::transport::write_flow::{self, FlowControlled, WriteFlow};
+
+impl FlowControlled for StreamInner {
+    fn write_flow(&self) -> RefMut<'_, WriteFlow> {
+        RefMut::map(self.state.borrow_mut(), |st| &mut st.flow)
+    }
+    fn in_protocol_call(&self) -> bool {
+        self.protocol_busy()
+    }
+    fn flow_loop(&self) -> Option<EventLoop> {
+        self.loop_()
+    }
+    fn call_pause_writing(self: &Rc<Self>) {
+        self.call_protocol("pause_writing", |p| p.pause_writing());
+    }
+}
 
 impl StreamInner {
     pub(crate) fn maybe_pause_protocol(self: &Rc<Self>) {
-        {
-            let mut st = self.state.borrow_mut();
+        let rose = {
+            let st = &mut *self.state.borrow_mut();
             // A sendfile's fallback paces itself; the protocol does not
             // hear about the bytes it queues.
-            if st.buf.size() <= st.limits.high || st.protocol_paused || st.sendfile_active {
-                return;
-            }
-            st.protocol_paused = true;
+            !st.sendfile_active && st.flow.rise(st.buf.size(), &st.limits)
+        };
+        if rose {
+            write_flow::pause(self);
         }
-        if self.protocol_busy() {
-            // Called from inside a protocol method (a write in
-            // data_received): call pause_writing as soon as it returns.
-            // A resume before then cancels it (see maybe_resume_protocol),
-            // so the protocol never hears pause after its resume.
-            self.state.borrow_mut().pause_deferred = true;
-            let me = self.clone();
-            if let Some(lp) = self.loop_() {
-                let _ = lp.call_soon(move || {
-                    let due = std::mem::take(&mut me.state.borrow_mut().pause_deferred);
-                    if due {
-                        me.call_protocol("pause_writing", |p| p.pause_writing());
-                    }
-                });
-            }
-            return;
-        }
-        self.call_protocol("pause_writing", |p| p.pause_writing());
     }
 
     #[inline(always)]
     pub(super) fn maybe_resume_protocol(self: &Rc<Self>) {
-        let deferred = {
-            let mut st = self.state.borrow_mut();
-            if !st.protocol_paused || st.buf.size() > st.limits.low {
-                return;
-            }
-            st.protocol_paused = false;
-            std::mem::take(&mut st.pause_deferred)
+        let fell = {
+            let st = &mut *self.state.borrow_mut();
+            st.flow.fall(st.buf.size(), &st.limits)
         };
-        if deferred {
-            // The protocol was never told to pause: cancel that instead.
-            return;
+        if fell {
+            self.call_protocol("resume_writing", |p| p.resume_writing());
         }
-        self.call_protocol("resume_writing", |p| p.resume_writing());
     }
 
     /// Registers `waker` to be woken when the write buffer holds at most
