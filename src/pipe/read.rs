@@ -33,6 +33,7 @@ use crate::driver::op::{DriverRef, Op};
 use crate::error::Error;
 use crate::event_loop::EventLoop;
 use crate::transport::errors::clone_io_error;
+use crate::transport::lost;
 use crate::transport::protocol_slot::Called;
 use crate::transport::ExtraInfo;
 
@@ -288,17 +289,13 @@ impl ReadInner {
             st.lost_scheduled = true;
         }
         self.io.borrow_mut().stop();
-        let me = self.clone();
-        let scheduled = self.core.lp.upgrade().is_some_and(|lp| {
-            lp.call_soon_boxed(
-                Box::new(move || me.call_connection_lost(error)),
-                Location::caller(),
-            )
-            .is_ok()
-        });
-        if !scheduled {
-            self.teardown();
-        }
+        lost::schedule(
+            &self.core.lp,
+            self,
+            error,
+            Self::call_connection_lost,
+            Self::teardown,
+        );
     }
 
     fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {

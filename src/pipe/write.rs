@@ -35,6 +35,7 @@ use crate::driver::op::write::WriteV;
 use crate::driver::op::Op;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
+use crate::transport::lost;
 use crate::transport::protocol_slot::Called;
 use crate::transport::write_buf::{Limits, WriteBuffer};
 use crate::transport::write_flow::{self, FlowControlled, WriteFlow};
@@ -387,17 +388,13 @@ impl WriteInner {
             }
             st.lost_scheduled = true;
         }
-        let me = self.clone();
-        let scheduled = self.core.lp.upgrade().is_some_and(|lp| {
-            lp.call_soon_boxed(
-                Box::new(move || me.call_connection_lost(error)),
-                Location::caller(),
-            )
-            .is_ok()
-        });
-        if !scheduled {
-            self.teardown();
-        }
+        lost::schedule(
+            &self.core.lp,
+            self,
+            error,
+            Self::call_connection_lost,
+            Self::teardown,
+        );
     }
 
     fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {

@@ -10,6 +10,7 @@ pub(crate) mod chunk;
 pub(crate) mod chunk_list;
 mod datagram;
 pub(crate) mod errors;
+pub(crate) mod lost;
 pub(crate) mod protocol_slot;
 mod read;
 pub(crate) mod recv_pool;

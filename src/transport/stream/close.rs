@@ -4,13 +4,13 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::panic::Location;
 use std::rc::Rc;
 
 use super::StreamInner;
 use crate::error::Error;
 use crate::exception::ErrorContext;
 use crate::transport::errors::{clone_io_error, is_ignored_error};
+use crate::transport::lost;
 use crate::transport::Transport;
 
 impl StreamInner {
@@ -56,19 +56,13 @@ impl StreamInner {
     }
 
     pub(super) fn schedule_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        let me = self.clone();
-        let scheduled = match self.lp.upgrade() {
-            Some(lp) => lp
-                .call_soon_boxed(
-                    Box::new(move || me.call_connection_lost(error)),
-                    Location::caller(),
-                )
-                .is_ok(),
-            None => false,
-        };
-        if !scheduled {
-            self.teardown();
-        }
+        lost::schedule(
+            &self.lp,
+            self,
+            error,
+            Self::call_connection_lost,
+            Self::teardown,
+        );
     }
 
     /// asyncio's `_call_connection_lost`: the protocol hears it once, then
