@@ -24,9 +24,11 @@ pub(crate) fn schedule<T: 'static>(
     call_lost: fn(&Rc<T>, Option<io::Error>),
     teardown: fn(&T),
 ) {
+    // Outside the closure, which would report its own line.
+    let at = Location::caller();
     let scheduled = lp.upgrade().is_some_and(|lp| {
         let me = me.clone();
-        lp.call_soon_boxed(Box::new(move || call_lost(&me, error)), Location::caller())
+        lp.call_soon_boxed(Box::new(move || call_lost(&me, error)), at)
             .is_ok()
     });
     if !scheduled {
