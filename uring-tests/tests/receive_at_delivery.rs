@@ -108,3 +108,70 @@ fn epoll_receives_each_buffer_when_it_delivers_it() {
     drop(s);
     t.close();
 }
+
+/// Records bytes and the order of EOF and `connection_lost`.
+#[derive(Default)]
+struct Ends {
+    got: Vec<u8>,
+    log: Vec<&'static str>,
+}
+
+struct EofProbe(Rc<RefCell<Ends>>);
+
+impl BaseProtocol for EofProbe {
+    type Transport = Transport;
+    fn connection_lost(&mut self, e: Option<std::io::Error>) {
+        assert!(e.is_none(), "lost with {e:?}");
+        self.0.borrow_mut().log.push("lost");
+    }
+}
+
+impl Protocol for EofProbe {
+    fn data_received(&mut self, data: &[u8]) {
+        let mut s = self.0.borrow_mut();
+        s.got.extend_from_slice(data);
+        if s.log.last() != Some(&"data") {
+            s.log.push("data");
+        }
+    }
+    fn eof_received(&mut self) -> bool {
+        self.0.borrow_mut().log.push("eof");
+        false
+    }
+}
+
+/// A receive that fills its buffer exactly leaves the reader unsure
+/// whether more is queued: the next delivery's receive finds the EOF,
+/// which is then delivered after every byte, once.
+#[test]
+fn eof_after_whole_buffers_comes_after_every_byte() {
+    for size in [64 * 1024, 128 * 1024, 64 * 1024 + 1] {
+        let tl = TestLoop::new();
+        let lp = tl.lp();
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let payload = pattern(size, 7);
+        let mut sent = 0;
+        while sent < size {
+            match peer.write(&payload[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        assert_eq!(sent, size, "the socket took only {sent} of {size} bytes");
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        let ends = Rc::new(RefCell::new(Ends::default()));
+        let e = ends.clone();
+        let (_t, _p) = tl
+            .block_on(lp.connect_accepted_socket(move || EofProbe(e), ours))
+            .unwrap();
+        let e = ends.clone();
+        tl.block_on(async move {
+            wait_until(&lp, move || e.borrow().log.last() == Some(&"lost")).await
+        });
+        let e = ends.borrow();
+        assert!(e.got == payload, "{size} bytes: the bytes differ");
+        assert_eq!(e.log, ["data", "eof", "lost"], "{size} bytes");
+    }
+}
