@@ -11,11 +11,15 @@
 //! ```
 
 use std::error::Error;
+use std::io::Write;
 use std::net::TcpListener;
 use std::time::Instant;
 
 use ringloop::EventLoop;
 use socket2::{Domain, Socket, Type};
+
+const USAGE: &str =
+    "usage: echo_demo [--clients N] [--rounds N] [--size BYTES] [--backend uring|epoll]";
 
 struct Args {
     clients: usize,
@@ -99,13 +103,21 @@ async fn client(
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let args = parse_args()
-        .map_err(|e| format!("{e}\nusage: echo_demo [--clients N] [--rounds N] [--size BYTES]"))?;
-    let lp = EventLoop::new()?;
+    let args = parse_args().map_err(|e| format!("{e}\n{USAGE}"))?;
+    let lp = match args.backend {
+        Some(backend) => EventLoop::builder().backend(backend).build()?,
+        None => EventLoop::new()?,
+    };
     let listener = TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    println!("ringloop {} backend, echo server on {addr}", lp.backend());
+    let mut out = std::io::stdout().lock();
+    // An error writing stdout (a closed pipe) is returned, not a panic.
+    writeln!(
+        out,
+        "ringloop {} backend, echo server on {addr}",
+        lp.backend()
+    )?;
 
     let server_loop = lp.clone();
     lp.create_task(async move {
@@ -145,13 +157,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     lp.close()?;
 
     let trips = clients * rounds;
-    println!(
+    writeln!(
+        out,
         "{trips} round trips of {size} B on {clients} connections in {secs:.3} s: {:.0} round trips/s, {:.1} MB/s each way",
         trips as f64 / secs,
         (trips * size) as f64 / secs / 1e6
-    );
+    )?;
     if failures.is_empty() {
-        println!("every byte verified");
+        writeln!(out, "every byte verified")?;
         Ok(())
     } else {
         for f in &failures {
