@@ -123,18 +123,84 @@ pub fn fd_count() -> usize {
         .unwrap_or(0)
 }
 
-/// Runs `f` and asserts the process's open-descriptor count is the same
-/// afterwards. Tests in one binary run in parallel threads and share the
-/// descriptor table, so callers serialise with [`fd_lock`].
+/// This process's open descriptors: number → what it refers to
+/// (`readlink` of `/proc/self/fd/N`: a path, `socket:[inode]`,
+/// `anon_inode:[io_uring]`, ...).
+pub fn fd_table() -> std::collections::BTreeMap<i32, String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Default::default();
+    };
+    // The listing's own descriptor is in it.
+    let own = format!("/proc/{}/fd", std::process::id());
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let n = e.file_name().to_str()?.parse().ok()?;
+        let target = std::fs::read_link(e.path()).ok()?.display().to_string();
+        (target != own).then_some((n, target))
+    })
+    .collect()
+}
+
+/// The descriptor table at one moment, to check later that nothing was
+/// left open since ([`assert_nothing_new`](Self::assert_nothing_new)).
+///
+/// A count of descriptors is not enough in a test binary: its other
+/// threads open descriptors for a moment even while this test holds
+/// [`fd_lock`] (glibc reads `/proc/sys/vm/overcommit_memory` as a thread
+/// exits; a test that released the lock removes its temporary
+/// directory), so a count taken at the wrong instant is one too high
+/// (seen once in about twenty runs of the datagram suite). A descriptor
+/// a test leaks stays open; one another thread opened for a moment is
+/// gone a few milliseconds later.
+pub struct FdSnapshot(std::collections::BTreeMap<i32, String>);
+
+/// The descriptor table now.
+pub fn fd_snapshot() -> FdSnapshot {
+    FdSnapshot(fd_table())
+}
+
+impl FdSnapshot {
+    /// The descriptors open now that were not open (as the same file)
+    /// at the snapshot, after letting other threads' momentary ones
+    /// close (up to 200 ms).
+    pub fn new_since(&self) -> Vec<(i32, String)> {
+        let mut new = Vec::new();
+        for _ in 0..20 {
+            new = fd_table()
+                .into_iter()
+                .filter(|(n, t)| self.0.get(n) != Some(t))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        new
+    }
+
+    /// Panics, naming them, if descriptors opened since the snapshot
+    /// are still open.
+    #[track_caller]
+    pub fn assert_nothing_new(&self, what: &str) {
+        let new = self.new_since();
+        assert!(
+            new.is_empty(),
+            "{what}: {} descriptor(s) left open: {new:?} ({} open at the snapshot)",
+            new.len(),
+            self.0.len()
+        );
+    }
+}
+
+/// Runs `f` and asserts that it left no descriptor open (see
+/// [`FdSnapshot`]). Tests in one binary run in parallel threads and share
+/// the descriptor table, so this holds [`fd_lock`] meanwhile.
+#[track_caller]
 pub fn assert_no_fd_leak<R>(f: impl FnOnce() -> R) -> R {
     let _g = fd_lock();
-    let before = fd_count();
+    let before = fd_snapshot();
     let r = f();
-    let after = fd_count();
-    assert_eq!(
-        before, after,
-        "descriptor leak: {before} open before, {after} after"
-    );
+    before.assert_nothing_new("descriptor leak");
     r
 }
 

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use ringloop::EventLoop;
-use ringloop_uring_tests::{assert_no_fd_leak, fd_count, fd_lock};
+use ringloop_uring_tests::{assert_no_fd_leak, fd_lock, fd_snapshot};
 
 #[test]
 fn close_releases_every_descriptor_even_with_io_in_flight() {
@@ -91,7 +91,7 @@ fn an_fd_produced_by_a_cancelled_accept_is_closed() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let before = fd_count();
+    let before = fd_snapshot();
     {
         let mut accept = Box::pin(lp.sock_accept(&listener));
         let mut cx = Context::from_waker(Waker::noop());
@@ -106,7 +106,7 @@ fn an_fd_produced_by_a_cancelled_accept_is_closed() {
         }
     }
     assert_eq!(lp.in_flight_ops(), 0);
-    assert_eq!(fd_count(), before, "the accepted descriptor was closed");
+    before.assert_nothing_new("the accepted descriptor left open");
     // And the connection was really accepted and closed: EOF or reset.
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -167,9 +167,8 @@ fn connections_accepted_but_not_taken_are_closed_when_the_server_closes() {
     use std::net::TcpStream;
 
     let _serial = fd_lock();
-    let base = fd_count();
+    let base = fd_snapshot();
     let lp = EventLoop::new().unwrap();
-    let before = fd_count();
     let server = lp
         .run_until_complete(lp.create_server(
             ringloop_uring_tests::proto::Recorder::factory(true).0,
@@ -186,7 +185,8 @@ fn connections_accepted_but_not_taken_are_closed_when_the_server_closes() {
     let mut clients: Vec<TcpStream> = (0..16)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
-    let clients_fds = clients.len();
+    // The loop is not running: nothing was accepted yet.
+    let with_clients = fd_snapshot();
     let s = server.clone();
     lp.call_soon(move || s.close()).unwrap();
     // One iteration: the accept completions are reaped (waking the accept
@@ -199,11 +199,7 @@ fn connections_accepted_but_not_taken_are_closed_when_the_server_closes() {
         lp.run_until_complete(lp.sleep(Duration::from_millis(5)).unwrap())
             .unwrap();
     }
-    assert_eq!(
-        fd_count(),
-        before + clients_fds,
-        "accepted descriptors left open"
-    );
+    with_clients.assert_nothing_new("accepted descriptors left open");
     for c in &mut clients {
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 1];
@@ -216,5 +212,27 @@ fn connections_accepted_but_not_taken_are_closed_when_the_server_closes() {
     drop(clients);
     lp.run_until_complete(server.wait_closed()).unwrap();
     lp.close().unwrap();
-    assert_eq!(fd_count(), base);
+    base.assert_nothing_new("after the loop closed");
+}
+
+/// The leak check itself: a descriptor left open fails it, named; one
+/// opened and closed inside passes.
+#[test]
+fn the_leak_check_catches_and_names_a_leaked_descriptor() {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+
+    let leaked = std::cell::Cell::new(-1);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_no_fd_leak(|| {
+            leaked.set(std::fs::File::open("/dev/null").unwrap().into_raw_fd());
+        })
+    }));
+    // SAFETY: the descriptor opened above, which nothing else owns.
+    drop(unsafe { OwnedFd::from_raw_fd(leaked.get()) });
+    let msg = match outcome {
+        Ok(()) => panic!("a leaked descriptor passed the check"),
+        Err(p) => p.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(msg.contains("/dev/null"), "the message names it: {msg}");
+    assert_no_fd_leak(|| drop(std::fs::File::open("/dev/null").unwrap()));
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ringloop::{Error, SendfileNotAvailable};
 use ringloop_uring_tests::proto::{connect_to_std, wait_until, Recorder, SeenRef};
-use ringloop_uring_tests::{fd_count, fd_lock, pattern, TestLoop};
+use ringloop_uring_tests::{fd_lock, fd_snapshot, pattern, TestLoop};
 
 /// A regular file holding `data`, removed when dropped.
 struct TempFile {
@@ -267,7 +267,7 @@ fn write_during_sendfile_is_an_error_and_close_lets_it_finish() {
 #[test]
 fn abort_during_sendfile_ends_it_with_an_error_and_leaks_nothing() {
     let _serial = fd_lock();
-    let before = fd_count();
+    let before = fd_snapshot();
     {
         let tl = TestLoop::new();
         let lp = tl.lp();
@@ -296,7 +296,7 @@ fn abort_during_sendfile_ends_it_with_an_error_and_leaks_nothing() {
         assert_eq!(seen.borrow().log, vec!["made", "lost None"]);
         drop(peer);
     }
-    assert_eq!(fd_count(), before, "a descriptor leaked");
+    before.assert_nothing_new("a descriptor leaked");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ringloop::net::{Server, ServerOptions};
 use ringloop_uring_tests::proto::{wait_until, Recorder, SeenRef};
-use ringloop_uring_tests::{fd_count, fd_lock, TestLoop};
+use ringloop_uring_tests::{fd_lock, fd_snapshot, TestLoop};
 
 fn echo_server(tl: &TestLoop, options: ServerOptions) -> (Server, Rc<RefCell<Vec<SeenRef>>>, u16) {
     let (factory, conns) = Recorder::factory(true);
@@ -176,7 +176,7 @@ fn failed_bind_closes_every_socket() {
     let tl = TestLoop::new();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let before = fd_count();
+    let before = fd_snapshot();
     let (factory, _) = Recorder::factory(true);
     let r = tl.block_on(tl.lp().create_server(
         factory,
@@ -187,7 +187,7 @@ fn failed_bind_closes_every_socket() {
     let e = r.err().unwrap();
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
     assert!(e.to_string().contains("127.0.0.1"), "{e}");
-    assert_eq!(fd_count(), before, "a socket of the failed server leaked");
+    before.assert_nothing_new("a socket of the failed server leaked");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringloop::{EventLoop, Task};
-use ringloop_uring_tests::{fd_count, fd_lock, pattern, TestLoop};
+use ringloop_uring_tests::{fd_lock, fd_snapshot, pattern, TestLoop};
 
 /// xorshift64*: deterministic, dependency-free.
 struct Rng(u64);
@@ -201,9 +201,9 @@ fn scenario(seed: u64) {
 #[test]
 fn random_cancellation_leaves_nothing_behind() {
     let _serial = fd_lock();
-    let before = fd_count();
+    let before = fd_snapshot();
     for seed in [0x9E37_79B9_7F4A_7C15u64, 42, 7_777_777] {
         scenario(seed);
     }
-    assert_eq!(fd_count(), before, "descriptors leaked");
+    before.assert_nothing_new("descriptors leaked");
 }

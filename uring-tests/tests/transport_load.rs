@@ -8,7 +8,7 @@ use std::rc::Rc;
 use ringloop::net::ServerOptions;
 use ringloop::{BaseProtocol, Protocol, Transport};
 use ringloop_uring_tests::proto::{wait_until, Recorder};
-use ringloop_uring_tests::{fd_count, fd_lock, pattern, TestLoop};
+use ringloop_uring_tests::{fd_lock, fd_snapshot, pattern, TestLoop};
 
 /// Raises the soft descriptor limit to the hard one.
 fn raise_nofile() -> u64 {
@@ -195,7 +195,7 @@ fn ten_thousand_connect_close_cycles_leak_nothing() {
     tl.block_on(async move {
         wait_until(&l, move || c.borrow().iter().all(|s| s.borrow().lost())).await
     });
-    let before = fd_count();
+    let before = fd_snapshot();
     const CYCLES: usize = 10_000;
     const PARALLEL: usize = 50;
     let finished = Rc::new(Cell::new(0usize));
@@ -244,7 +244,7 @@ fn ten_thousand_connect_close_cycles_leak_nothing() {
     });
     let accepted: RefCell<usize> = RefCell::new(conns.borrow().len());
     assert_eq!(*accepted.borrow(), CYCLES + 1);
-    assert_eq!(fd_count(), before, "descriptor count changed");
+    before.assert_nothing_new("descriptors left open by the cycles");
     server.close();
     tl.block_on(server.wait_closed());
 }
