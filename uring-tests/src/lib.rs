@@ -152,6 +152,7 @@ pub fn fd_table() -> std::collections::BTreeMap<i32, String> {
 /// (seen once in about twenty runs of the datagram suite). A descriptor
 /// a test leaks stays open; one another thread opened for a moment is
 /// gone a few milliseconds later.
+#[derive(Clone)]
 pub struct FdSnapshot(std::collections::BTreeMap<i32, String>);
 
 /// The descriptor table now.

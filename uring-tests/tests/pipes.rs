@@ -13,7 +13,7 @@ use std::time::Duration;
 use ringloop::{ExtraInfo, ReadPipeTransport, WritePipeTransport};
 use ringloop_uring_tests::pipes::{open_pty, os_pipe, PipeSeenRef, ReadRecorder, WriteRecorder};
 use ringloop_uring_tests::proto::wait_until;
-use ringloop_uring_tests::{fd_count, fd_lock, pattern, TestLoop};
+use ringloop_uring_tests::{fd_lock, fd_snapshot, pattern, TestLoop};
 
 fn run_until(tl: &TestLoop, cond: impl FnMut() -> bool + 'static) {
     let lp = tl.lp();
@@ -333,7 +333,7 @@ fn regular_files_and_directories_are_invalid_input() {
     std::fs::create_dir_all(&dir).unwrap();
     let file_path = dir.join("regular");
     std::fs::write(&file_path, b"not a pipe").unwrap();
-    let before = fd_count();
+    let before = fd_snapshot();
     for _ in 0..3 {
         let f: OwnedFd = File::open(&file_path).unwrap().into();
         let e = tl
@@ -351,7 +351,7 @@ fn regular_files_and_directories_are_invalid_input() {
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
-    assert_eq!(fd_count(), before, "a refused descriptor leaked");
+    before.assert_nothing_new("a refused descriptor leaked");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -505,7 +505,7 @@ fn many_open_close_cycles_leak_no_descriptors() {
     wt.close();
     let t = rt.clone();
     run_until(&tl, move || t.is_closed());
-    let before = fd_count();
+    let before = fd_snapshot();
     for i in 0..300 {
         let (r, w) = os_pipe();
         let (rt, rseen) = connect_read(&tl, r);
@@ -524,14 +524,14 @@ fn many_open_close_cycles_leak_no_descriptors() {
         let (a, b) = (rseen.clone(), wseen.clone());
         run_until(&tl, move || a.borrow().lost() && b.borrow().lost());
     }
-    assert_eq!(fd_count(), before, "descriptors leaked over 300 cycles");
+    before.assert_nothing_new("descriptors leaked over 300 cycles");
     assert_eq!(tl.in_flight_ops(), 0, "operations left in flight");
 }
 
 #[test]
 fn loop_close_releases_open_pipes() {
     let _g = fd_lock();
-    let before = fd_count();
+    let before = fd_snapshot();
     let (r, w) = os_pipe();
     let (r2, w2) = os_pipe();
     {
@@ -549,7 +549,7 @@ fn loop_close_releases_open_pipes() {
     assert!(buf.len() < 1 << 20);
     let e = File::from(w).write_all(b"x").unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
-    assert_eq!(fd_count(), before);
+    before.assert_nothing_new("descriptors left open");
 }
 
 #[test]
@@ -662,7 +662,7 @@ fn write_protocol_panic_is_reported_and_closes() {
 fn close_while_paused_or_reading_releases_everything() {
     let _g = fd_lock();
     let tl = TestLoop::new();
-    let before = fd_count();
+    let before = fd_snapshot();
     for i in 0..100 {
         let (r, w) = os_pipe();
         let mut w = File::from(w);
@@ -677,7 +677,7 @@ fn close_while_paused_or_reading_releases_everything() {
         run_until(&tl, move || s.borrow().lost());
         assert_eq!(seen.borrow().lost_calls, 1);
     }
-    assert_eq!(fd_count(), before);
+    before.assert_nothing_new("descriptors left open");
     assert_eq!(tl.in_flight_ops(), 0);
 }
 
