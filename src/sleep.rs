@@ -21,7 +21,10 @@ struct State {
 /// timer.
 pub struct Sleep {
     state: Rc<State>,
-    timer: TimerHandle,
+    /// `None` for a zero delay, which needs no timer: like asyncio's
+    /// `sleep(0)`, the task yields once and is back in the ready queue at
+    /// once, to run in the next iteration.
+    timer: Option<TimerHandle>,
 }
 
 impl Future for Sleep {
@@ -30,6 +33,11 @@ impl Future for Sleep {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.state.fired.get() {
             return Poll::Ready(());
+        }
+        if self.timer.is_none() {
+            self.state.fired.set(true);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         let mut w = self.state.waker.borrow_mut();
         if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -41,15 +49,18 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if !self.state.fired.get() {
-            self.timer.cancel();
+        if let Some(t) = self.timer.as_ref().filter(|_| !self.state.fired.get()) {
+            t.cancel();
         }
     }
 }
 
 impl EventLoop {
     /// A future that completes after `delay` (`asyncio.sleep`). The timer
-    /// starts now; the future holds no reference to the loop.
+    /// starts now; the future holds no reference to the loop. A zero
+    /// `delay` starts no timer: the task yields once, and resumes in the
+    /// next iteration, after the callbacks already scheduled (asyncio's
+    /// `sleep(0)`).
     ///
     /// # Example
     ///
@@ -64,6 +75,12 @@ impl EventLoop {
     #[track_caller]
     pub fn sleep(&self, delay: Duration) -> Result<Sleep> {
         let state = Rc::new(State::default());
+        if delay.is_zero() {
+            if self.is_closed() {
+                return Err(crate::Error::LoopClosed);
+            }
+            return Ok(Sleep { state, timer: None });
+        }
         let s = state.clone();
         let timer = self.call_later(delay, move || {
             s.fired.set(true);
@@ -71,6 +88,9 @@ impl EventLoop {
                 w.wake();
             }
         })?;
-        Ok(Sleep { state, timer })
+        Ok(Sleep {
+            state,
+            timer: Some(timer),
+        })
     }
 }

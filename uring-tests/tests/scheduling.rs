@@ -369,3 +369,31 @@ fn sleep_waits_at_least_its_delay_and_dropping_it_cancels_the_timer() {
         "cancelled, removed lazily"
     );
 }
+
+#[test]
+fn sleep_zero_yields_for_exactly_one_iteration() {
+    // asyncio's `sleep(0)`: the task goes to the back of the ready queue
+    // and resumes in the next iteration, before anything scheduled in
+    // that iteration, after everything scheduled before it.
+    let lp = TestLoop::new();
+    let l = log();
+    let (task_log, sleeper) = (l.clone(), lp.lp());
+    let task = lp
+        .create_task(async move {
+            task_log.borrow_mut().push("task before".into());
+            let timers = sleeper.scheduled_timers().0;
+            let zero = sleeper.sleep(Duration::ZERO).unwrap();
+            assert_eq!(sleeper.scheduled_timers().0, timers, "no timer");
+            zero.await;
+            task_log.borrow_mut().push("task after".into());
+        })
+        .unwrap();
+    let (l2, lp2) = (l.clone(), lp.lp());
+    lp.call_soon(move || {
+        l2.borrow_mut().push("cb1".into());
+        lp2.call_soon(push(&l2, "cb2")).unwrap();
+    })
+    .unwrap();
+    lp.block_on(task).unwrap();
+    assert_eq!(*l.borrow(), ["task before", "cb1", "task after", "cb2"]);
+}
