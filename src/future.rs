@@ -27,7 +27,9 @@ type DoneCallback<T> = Box<dyn FnOnce(&LoopFuture<T>)>;
 /// list, and a task awaiting the future is just one more done callback in
 /// it, so wake-ups and callbacks are scheduled in the order they came.
 enum Listener<T: 'static> {
-    Waker(Waker),
+    /// A handle's waker, under an id the handle keeps so that it can
+    /// replace or remove it.
+    Waker(u64, Waker),
     Callback(CallbackId, DoneCallback<T>, &'static Location<'static>),
 }
 
@@ -61,10 +63,15 @@ struct Inner<T: 'static> {
 pub struct LoopFuture<T: 'static> {
     lp: Weak<LoopInner>,
     inner: Rc<RefCell<Inner<T>>>,
-    /// This handle is being awaited (returned `Pending`): if the task
-    /// awaiting it is cancelled, the future is cancelled too, as asyncio
-    /// cancels the future a cancelled task waits on.
-    awaiting: Cell<bool>,
+    /// The task step in which this handle last returned `Pending` (0:
+    /// not waiting). If the task is cancelled after that step, the future
+    /// is cancelled too, as asyncio cancels the future a cancelled task
+    /// waits on (see `awaited.rs`).
+    pending_step: Cell<u64>,
+    /// The id of this handle's waker in the listeners (0: none), removed
+    /// when the handle goes, so that pollers that moved on leave nothing
+    /// behind.
+    waker_id: Cell<u64>,
 }
 
 impl<T: 'static> Clone for LoopFuture<T> {
@@ -72,18 +79,27 @@ impl<T: 'static> Clone for LoopFuture<T> {
         LoopFuture {
             lp: self.lp.clone(),
             inner: self.inner.clone(),
-            awaiting: Cell::new(false),
+            pending_step: Cell::new(0),
+            waker_id: Cell::new(0),
         }
     }
 }
 
 impl<T: 'static> Drop for LoopFuture<T> {
     fn drop(&mut self) {
-        if self.awaiting.get() && crate::task::cancelling() {
-            let pending = matches!(self.inner.borrow().state, State::Pending);
-            if pending {
-                self.complete_with(Err(Error::Cancelled));
-            }
+        let id = self.waker_id.get();
+        if id == 0 {
+            return;
+        }
+        if crate::awaited::dropped_by_cancel(self.pending_step.get()) {
+            // Done already: this does nothing.
+            self.complete_with(Err(Error::Cancelled));
+            return;
+        }
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            inner
+                .listeners
+                .retain(|l| !matches!(l, Listener::Waker(i, _) if *i == id));
         }
     }
 }
@@ -101,7 +117,7 @@ impl<T: 'static> LoopFuture<T> {
         let lp = self.lp.upgrade();
         for l in listeners {
             match l {
-                Listener::Waker(w) => w.wake(),
+                Listener::Waker(_, w) => w.wake(),
                 Listener::Callback(_, cb, location) => {
                     if let Some(lp) = &lp {
                         let me = self.clone();
@@ -124,7 +140,8 @@ impl<T: 'static> LoopFuture<T> {
                 listeners: Vec::new(),
                 next_id: 0,
             })),
-            awaiting: Cell::new(false),
+            pending_step: Cell::new(0),
+            waker_id: Cell::new(0),
         }
     }
 
@@ -250,20 +267,34 @@ impl<T: Clone + 'static> Future for LoopFuture<T> {
         let mut inner = self.inner.borrow_mut();
         let ready = match &inner.state {
             State::Pending => {
-                let known = inner
-                    .listeners
-                    .iter()
-                    .any(|l| matches!(l, Listener::Waker(w) if w.will_wake(cx.waker())));
-                if !known {
-                    inner.listeners.push(Listener::Waker(cx.waker().clone()));
+                let id = self.waker_id.get();
+                let mine = inner.listeners.iter_mut().find_map(|l| match l {
+                    Listener::Waker(i, w) if id != 0 && *i == id => Some(w),
+                    _ => None,
+                });
+                match mine {
+                    Some(w) => {
+                        if !w.will_wake(cx.waker()) {
+                            *w = cx.waker().clone();
+                        }
+                    }
+                    None => {
+                        inner.next_id += 1;
+                        let id = inner.next_id;
+                        inner
+                            .listeners
+                            .push(Listener::Waker(id, cx.waker().clone()));
+                        self.waker_id.set(id);
+                    }
                 }
-                self.awaiting.set(true);
+                self.pending_step.set(crate::awaited::current_step());
                 return Poll::Pending;
             }
             State::Done(r) => r.clone(),
             State::Taken => Err(Error::InvalidState("the result was already taken")),
         };
-        self.awaiting.set(false);
+        self.pending_step.set(0);
+        self.waker_id.set(0);
         Poll::Ready(ready)
     }
 }

@@ -32,6 +32,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod awaited;
 mod buf;
 mod builder;
 mod debug;

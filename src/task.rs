@@ -26,19 +26,6 @@ use crate::exception::ErrorContext;
 use crate::handle::Callback;
 use crate::threadsafe::{Remote, Shared};
 
-thread_local! {
-    /// True while a cancelled task's future is being dropped.
-    static CANCELLING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// True while a cancelled task drops its future: a [`LoopFuture`] or
-/// [`Task`] it was awaiting is cancelled too, as in asyncio.
-///
-/// [`LoopFuture`]: crate::LoopFuture
-pub(crate) fn cancelling() -> bool {
-    CANCELLING.try_with(Cell::get).unwrap_or(false)
-}
-
 /// A boxed, type-erased, single-threaded future, as task factories see
 /// it.
 pub type LocalBoxFuture = Pin<Box<dyn Future<Output = ()>>>;
@@ -59,7 +46,8 @@ trait Complete {
 /// Whoever waits for the task, in registration order (see
 /// `future.rs`).
 enum Listener {
-    Waker(Waker),
+    /// A handle's waker, under the handle's id (see `future.rs`).
+    Waker(u64, Waker),
     Callback(Box<dyn FnOnce()>, &'static Location<'static>),
 }
 
@@ -70,6 +58,8 @@ struct JoinInner<T> {
     /// The result (or error) was looked at: awaited or taken.
     retrieved: bool,
     listeners: Vec<Listener>,
+    /// The last id given to a handle's waker.
+    next_waker_id: u64,
 }
 
 /// Where a task's output waits for whoever awaits the task.
@@ -94,7 +84,7 @@ impl<T> JoinState<T> {
         let lp = self.lp.upgrade();
         for l in listeners {
             match l {
-                Listener::Waker(w) => w.wake(),
+                Listener::Waker(_, w) => w.wake(),
                 // Scheduled like asyncio's done callbacks; a closed loop
                 // drops them.
                 Listener::Callback(cb, location) => {
@@ -146,6 +136,8 @@ pub(crate) struct TaskCore {
     pub(crate) id: u64,
     scheduled: Cell<bool>,
     cancel_requested: Cell<bool>,
+    /// The number of its last step (see `awaited.rs`).
+    last_step: Cell<u64>,
     future: RefCell<Option<LocalBoxFuture>>,
     waker: Waker,
     location: &'static Location<'static>,
@@ -160,9 +152,12 @@ impl TaskCore {
         }
     }
 
-    fn finish_future(&self, lp: &LoopInner) {
+    /// Drops the future and takes the task out of the loop's table. A
+    /// panic from the drop (a destructor's) is caught and returned: the
+    /// task is gone from the table either way.
+    fn finish_future(&self, lp: &LoopInner) -> Option<Box<dyn std::any::Any + Send>> {
         let fut = self.future.borrow_mut().take();
-        drop(fut);
+        let panicked = catch_unwind(AssertUnwindSafe(|| drop(fut))).err();
         let removed = {
             let mut tasks = lp.tasks.borrow_mut();
             // The slot may already hold another task (close() cleared the
@@ -173,14 +168,17 @@ impl TaskCore {
             }
         };
         drop(removed);
+        panicked
     }
 
     /// Loop close: drops the future (cancelling its I/O) and completes the
-    /// task as cancelled.
+    /// task as cancelled (or with the panic of a destructor in it).
     pub(crate) fn abort_on_close(&self) {
         let fut = self.future.borrow_mut().take();
-        drop(fut);
-        self.completer.fail(Error::Cancelled);
+        match catch_unwind(AssertUnwindSafe(|| drop(fut))) {
+            Ok(()) => self.completer.fail(Error::Cancelled),
+            Err(payload) => self.completer.fail(Error::from_panic(&*payload)),
+        }
     }
 }
 
@@ -196,11 +194,16 @@ impl Callback for TaskCore {
             return;
         }
         if self.cancel_requested.get() {
-            // Whatever the future awaits is cancelled with it.
-            let was = CANCELLING.with(|c| c.replace(true));
-            self.finish_future(&lp);
-            CANCELLING.with(|c| c.set(was));
-            self.completer.fail(Error::Cancelled);
+            // What the future awaits is cancelled with it. A destructor
+            // that panics makes that panic the task's error, as an
+            // exception raised while handling the cancellation does in
+            // asyncio.
+            let panicked =
+                crate::awaited::cancelling(self.last_step.get(), || self.finish_future(&lp));
+            match panicked {
+                None => self.completer.fail(Error::Cancelled),
+                Some(payload) => self.completer.fail(Error::from_panic(&*payload)),
+            }
             return;
         }
         let mut cx = Context::from_waker(&self.waker);
@@ -215,14 +218,20 @@ impl Callback for TaskCore {
                 key: self.key,
                 id: self.id,
             };
-            wake::polling(&lp.driver, me, &self.waker, || {
-                catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
-            })
+            let (step, polled) = crate::awaited::step(|| {
+                wake::polling(&lp.driver, me, &self.waker, || {
+                    catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+                })
+            });
+            self.last_step.set(step);
+            polled
         };
         match polled {
             Ok(Poll::Pending) => {}
             Ok(Poll::Ready(())) => {
-                self.finish_future(&lp);
+                // The future finished: what its drop might raise has
+                // nowhere to go but the task's error, which is set.
+                let _ = self.finish_future(&lp);
                 // A task factory that dropped the inner future leaves no
                 // result behind.
                 self.completer.fail(Error::InvalidState(
@@ -232,7 +241,7 @@ impl Callback for TaskCore {
             Err(payload) => {
                 // Stored as the task's error; reported to the exception
                 // handler only if nobody retrieves it (see JoinState).
-                self.finish_future(&lp);
+                let _ = self.finish_future(&lp);
                 self.completer.fail(Error::from_panic(&*payload));
             }
         }
@@ -322,6 +331,7 @@ where
             cancelled: false,
             retrieved: false,
             listeners: Vec::new(),
+            next_waker_id: 0,
         }),
     });
     let out = join.clone();
@@ -348,6 +358,7 @@ where
             id,
             scheduled: Cell::new(false),
             cancel_requested: Cell::new(false),
+            last_step: Cell::new(0),
             future: RefCell::new(Some(future)),
             waker: Waker::from(Arc::new(TaskWaker {
                 key,
@@ -364,7 +375,8 @@ where
     Ok(Task {
         core,
         join,
-        awaiting: Cell::new(false),
+        pending_step: Cell::new(0),
+        waker_id: Cell::new(0),
     })
 }
 
@@ -386,14 +398,27 @@ where
 pub struct Task<T> {
     core: Rc<TaskCore>,
     join: Rc<JoinState<T>>,
-    /// Being awaited: cancelled with the task that awaits it.
-    awaiting: Cell<bool>,
+    /// The step in which this handle last returned `Pending` (0: not
+    /// waiting): if the awaiting task is cancelled after it, this task is
+    /// cancelled too (see `awaited.rs`).
+    pending_step: Cell<u64>,
+    /// The id of this handle's waker in the listeners (0: none), removed
+    /// when the handle goes.
+    waker_id: Cell<u64>,
 }
 
 impl<T> Drop for Task<T> {
     fn drop(&mut self) {
-        if self.awaiting.get() && cancelling() {
+        let id = self.waker_id.get();
+        if id == 0 {
+            return;
+        }
+        if crate::awaited::dropped_by_cancel(self.pending_step.get()) {
             self.cancel();
+        }
+        if let Ok(mut j) = self.join.inner.try_borrow_mut() {
+            j.listeners
+                .retain(|l| !matches!(l, Listener::Waker(i, _) if *i == id));
         }
     }
 }
@@ -455,19 +480,31 @@ impl<T> Future for Task<T> {
         let mut j = self.join.inner.borrow_mut();
         if j.done {
             j.retrieved = true;
-            self.awaiting.set(false);
+            self.pending_step.set(0);
+            self.waker_id.set(0);
             return Poll::Ready(j.result.take().unwrap_or(Err(Error::InvalidState(
                 "the task's result was already taken",
             ))));
         }
-        let known = j
-            .listeners
-            .iter()
-            .any(|l| matches!(l, Listener::Waker(w) if w.will_wake(cx.waker())));
-        if !known {
-            j.listeners.push(Listener::Waker(cx.waker().clone()));
+        let id = self.waker_id.get();
+        let mine = j.listeners.iter_mut().find_map(|l| match l {
+            Listener::Waker(i, w) if id != 0 && *i == id => Some(w),
+            _ => None,
+        });
+        match mine {
+            Some(w) => {
+                if !w.will_wake(cx.waker()) {
+                    *w = cx.waker().clone();
+                }
+            }
+            None => {
+                j.next_waker_id += 1;
+                let id = j.next_waker_id;
+                j.listeners.push(Listener::Waker(id, cx.waker().clone()));
+                self.waker_id.set(id);
+            }
         }
-        self.awaiting.set(true);
+        self.pending_step.set(crate::awaited::current_step());
         Poll::Pending
     }
 }

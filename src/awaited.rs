@@ -1,0 +1,105 @@
+//! What a task is waiting on.
+//!
+//! asyncio cancels, with a task, only the future the task is blocked on
+//! at that moment (`Task._fut_waiter`). Here a task's cancellation drops
+//! its whole future, and with it every [`LoopFuture`] or [`Task`] handle
+//! the future holds, including ones it polled once and then stopped
+//! waiting on (the losing branch of a `select`, a shutdown signal kept
+//! for later). Only the handles that returned `Pending` in the task's
+//! last step are what it is blocked on; those are cancelled with it, and
+//! no others.
+//!
+//! So every task step runs under a step number unique on its thread
+//! ([`step`]), a handle records the number of the step in which it last
+//! returned `Pending` ([`current_step`]), and a cancelled task drops its
+//! future under [`cancelling`] with the number of its last step: a handle
+//! whose number matches is cancelled by its `Drop`
+//! ([`dropped_by_cancel`]).
+//!
+//! [`LoopFuture`]: crate::LoopFuture
+//! [`Task`]: crate::Task
+
+use std::cell::Cell;
+
+thread_local! {
+    /// The task step running now; 0 outside any step.
+    static STEP: Cell<u64> = const { Cell::new(0) };
+    /// The last step number handed out on this thread.
+    static LAST: Cell<u64> = const { Cell::new(0) };
+    /// While a cancelled task drops its future: the number of its last
+    /// step; 0 otherwise.
+    static CANCELLING: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Puts a thread-local cell back as it was, on return or unwind.
+struct Restore(&'static std::thread::LocalKey<Cell<u64>>, u64);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = self.0.try_with(|c| c.set(self.1));
+    }
+}
+
+/// Runs `f` (a task's poll) as a new step; returns the step's number
+/// with `f`'s result.
+pub(crate) fn step<R>(f: impl FnOnce() -> R) -> (u64, R) {
+    let n = LAST.with(|l| {
+        let n = l.get() + 1;
+        l.set(n);
+        n
+    });
+    let was = STEP.with(|s| s.replace(n));
+    let _restore = Restore(&STEP, was);
+    (n, f())
+}
+
+/// The step running now (0 outside a task step): what a handle records
+/// when it returns `Pending`.
+pub(crate) fn current_step() -> u64 {
+    STEP.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Runs `f` (dropping a cancelled task's future) with the handles that
+/// returned `Pending` in step `last` marked as the ones to cancel.
+pub(crate) fn cancelling<R>(last: u64, f: impl FnOnce() -> R) -> R {
+    let was = CANCELLING.with(|c| c.replace(last));
+    let _restore = Restore(&CANCELLING, was);
+    f()
+}
+
+/// True if a handle that last returned `Pending` in step `pending_step`
+/// is being dropped by the cancellation of the task it was blocking.
+pub(crate) fn dropped_by_cancel(pending_step: u64) -> bool {
+    pending_step != 0 && CANCELLING.try_with(Cell::get).unwrap_or(0) == pending_step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_numbered_and_restored_even_on_unwind() {
+        assert_eq!(current_step(), 0);
+        let (a, inner) = step(current_step);
+        assert_eq!(a, inner);
+        let (b, _) = step(|| ());
+        assert!(b > a);
+        let r = std::panic::catch_unwind(|| step(|| panic!("in a step")));
+        assert!(r.is_err());
+        assert_eq!(current_step(), 0);
+    }
+
+    #[test]
+    fn only_the_last_step_s_handles_are_cancelled() {
+        let (n, _) = step(|| ());
+        assert!(!dropped_by_cancel(n));
+        cancelling(n, || {
+            assert!(dropped_by_cancel(n));
+            assert!(!dropped_by_cancel(n - 1));
+            assert!(!dropped_by_cancel(0));
+        });
+        let r = std::panic::catch_unwind(|| cancelling(n, || panic!("in a drop")));
+        assert!(r.is_err());
+        assert!(!dropped_by_cancel(n));
+    }
+}
