@@ -18,6 +18,7 @@ use crate::driver::op::Op;
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::protocol::Protocol;
 use crate::transport::stream::StreamInner;
+use crate::transport::unclaimed::Unclaimed;
 use crate::transport::Transport;
 
 /// Options of [`EventLoop::create_connection`] (asyncio's keyword
@@ -116,6 +117,8 @@ pub(crate) async fn attach<P: Protocol>(
 ) -> io::Result<(Transport, Rc<RefCell<P>>)> {
     let protocol = Rc::new(RefCell::new(protocol));
     let transport = StreamInner::start(lp, sock, protocol.clone(), None)?;
+    // Closed if this future is dropped before it hands the transport over.
+    let transport = Unclaimed::new(transport, Transport::close);
     // connection_made and the first read were scheduled before this
     // callback: when it runs, the protocol knows its transport.
     let waiter = lp.create_future::<()>();
@@ -123,11 +126,8 @@ pub(crate) async fn attach<P: Protocol>(
     lp.call_soon(move || {
         let _ = w.set_result(());
     })?;
-    if let Err(e) = waiter.await {
-        transport.close();
-        return Err(io::Error::other(e));
-    }
-    Ok((transport, protocol))
+    waiter.await.map_err(io::Error::other)?;
+    Ok((transport.claim(), protocol))
 }
 
 /// Resolves `host`/`port` with `getaddrinfo` on the executor.

@@ -19,6 +19,7 @@ use super::resolve::AddrInfoHints;
 use super::sock::closed_error;
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::protocol::DatagramProtocol;
+use crate::transport::unclaimed::Unclaimed;
 use crate::transport::DatagramTransport;
 
 /// Options of [`EventLoop::create_datagram_endpoint`] (asyncio's keyword
@@ -233,6 +234,8 @@ async fn attach<P: DatagramProtocol>(
 ) -> io::Result<(DatagramTransport, Rc<RefCell<P>>)> {
     let protocol = Rc::new(RefCell::new(protocol));
     let transport = DatagramTransport::start(lp, sock, protocol.clone(), remote)?;
+    // Closed if this future is dropped before it hands the transport over.
+    let transport = Unclaimed::new(transport, DatagramTransport::close);
     // connection_made and the first receive were scheduled before this
     // callback: when it runs, the protocol knows its transport.
     let waiter = lp.create_future::<()>();
@@ -240,11 +243,8 @@ async fn attach<P: DatagramProtocol>(
     lp.call_soon(move || {
         let _ = w.set_result(());
     })?;
-    if let Err(e) = waiter.await {
-        transport.close();
-        return Err(io::Error::other(e));
-    }
-    Ok((transport, protocol))
+    waiter.await.map_err(io::Error::other)?;
+    Ok((transport.claim(), protocol))
 }
 
 fn check_sock(sock: &OwnedFd, opts: &DatagramOptions, local: bool, remote: bool) -> io::Result<()> {

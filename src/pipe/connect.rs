@@ -11,6 +11,7 @@ use super::fd::PipeFd;
 use super::{ReadPipeProtocol, ReadPipeTransport, WritePipeProtocol, WritePipeTransport};
 use crate::error::Error;
 use crate::event_loop::EventLoop;
+use crate::transport::unclaimed::Unclaimed;
 
 /// Resolves once every callback scheduled before it has run: awaited
 /// right after a transport's `start`, it returns when `connection_made`
@@ -105,11 +106,10 @@ impl EventLoop {
                 std::any::type_name::<P>(),
                 None,
             )?;
-            if let Err(e) = scheduled_callbacks_ran(&lp).await {
-                transport.close();
-                return Err(e);
-            }
-            Ok((transport, protocol))
+            // Closed on an error, or if this future is dropped first.
+            let transport = Unclaimed::new(transport, ReadPipeTransport::close);
+            scheduled_callbacks_ran(&lp).await?;
+            Ok((transport.claim(), protocol))
         }
     }
 
@@ -170,11 +170,11 @@ impl EventLoop {
                 std::any::type_name::<P>(),
                 None,
             )?;
-            if let Err(e) = scheduled_callbacks_ran(&lp).await {
-                transport.abort();
-                return Err(e);
-            }
-            Ok((transport, protocol))
+            // Closed (what `connection_made` wrote is still sent) on an
+            // error, or if this future is dropped first.
+            let transport = Unclaimed::new(transport, WritePipeTransport::close);
+            scheduled_callbacks_ran(&lp).await?;
+            Ok((transport.claim(), protocol))
         }
     }
 }

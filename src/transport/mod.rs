@@ -16,6 +16,7 @@ mod read;
 pub(crate) mod recv_pool;
 mod sendfile;
 pub(crate) mod stream;
+pub(crate) mod unclaimed;
 pub(crate) mod write_buf;
 pub(crate) mod write_flow;
 
