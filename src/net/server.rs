@@ -190,13 +190,14 @@ impl ServerInner {
         }
     }
 
+    /// Counts a connection as active until the returned hook is called
+    /// or dropped uncalled (a transport that failed to start, a protocol
+    /// factory that panicked), so `wait_closed` never waits for a
+    /// connection that does not exist.
     fn detach_hook(self: &Rc<Self>) -> Box<dyn FnOnce()> {
         self.active.set(self.active.get() + 1);
-        let me = self.clone();
-        Box::new(move || {
-            me.active.set(me.active.get().saturating_sub(1));
-            me.wake_waiters();
-        })
+        let released = Released(self.clone());
+        Box::new(move || drop(released))
     }
 
     fn report(&self, message: &str, e: io::Error, fd: RawFd) {
@@ -506,13 +507,30 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// One accepted connection's active count: released when dropped.
+struct Released(Rc<ServerInner>);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        let me = &self.0;
+        me.active.set(me.active.get().saturating_sub(1));
+        me.wake_waiters();
+    }
+}
+
+/// What the accept loop does with a connection: the factory's protocol
+/// and a transport for it. A factory that panics is an error like a
+/// transport that fails to start (reported, the connection closed, the
+/// server serving on), as an exception from asyncio's
+/// `protocol_factory()` in `_accept_connection2`.
 fn make_attach<P, F>(factory: F) -> Attach
 where
     P: Protocol,
     F: Fn() -> P + 'static,
 {
     Box::new(move |lp, fd, hook| {
-        let protocol = Rc::new(RefCell::new(factory()));
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&factory));
+        let protocol = Rc::new(RefCell::new(made.map_err(|p| Error::from_panic(&*p))?));
         StreamInner::start(lp, fd, protocol, hook).map(|_| ())
     })
 }

@@ -282,3 +282,51 @@ fn unix_server_paths() {
     let r = tl.block_on(lp.create_unix_connection(|| Recorder::new(false).0, None, None));
     assert_eq!(r.err().unwrap().kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[test]
+fn a_panicking_protocol_factory_is_reported_and_the_server_serves_on() {
+    // asyncio: an exception from protocol_factory() in
+    // _accept_connection2 is reported, that connection is closed, and
+    // the server goes on accepting; wait_closed does not wait for it.
+    let _serial = fd_lock();
+    let mut tl = TestLoop::new();
+    let errors = tl.expect_errors();
+    let (recorder, conns) = Recorder::factory(true);
+    let calls = Rc::new(std::cell::Cell::new(0));
+    let c = calls.clone();
+    let factory = move || {
+        c.set(c.get() + 1);
+        if c.get() == 1 {
+            panic!("no protocol for the first one");
+        }
+        recorder()
+    };
+    let server = tl
+        .block_on(
+            tl.lp()
+                .create_server(factory, &["127.0.0.1"], Some(0), ServerOptions::default()),
+        )
+        .unwrap();
+    let port = server.addresses()[0].as_socket().unwrap().port();
+    let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let e = errors.clone();
+    run_until(&tl, move || !e.borrow().is_empty());
+    assert!(
+        errors.borrow()[0].contains("Error on transport creation for incoming connection"),
+        "{:?}",
+        errors.borrow()
+    );
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(first.read(&mut [0; 8]).unwrap_or(0), 0, "closed");
+    let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    roundtrip(&tl, &mut second, b"still serving");
+    assert!(server.is_serving());
+    assert_eq!(calls.get(), 2);
+    drop(second);
+    let c = conns.clone();
+    run_until(&tl, move || c.borrow()[0].borrow().lost());
+    server.close();
+    tl.block_on(server.wait_closed());
+}
