@@ -8,6 +8,7 @@ mod resolve;
 pub(crate) mod sendfile;
 mod server;
 mod sock;
+mod take_when_ready;
 
 pub use address::Address;
 pub use connection::ConnectOptions;

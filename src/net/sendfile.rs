@@ -175,6 +175,7 @@ impl EventLoop {
             _ => true,
         };
         let sock_type = SockRef::from(sock).r#type();
+        let checked = self.check_nonblocking_in_debug(sock);
         // sendfile(2) has no MSG_DONTWAIT: on epoll a blocking socket takes
         // the buffered path (its sends never block) rather than block the
         // loop thread.
@@ -182,6 +183,7 @@ impl EventLoop {
             && !crate::driver::op::sys::is_nonblocking(sock.as_fd().as_raw_fd()).unwrap_or(false);
         let sock = sock.as_fd().as_raw_fd();
         async move {
+            checked?;
             if sock_type? != Type::STREAM {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,

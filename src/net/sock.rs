@@ -2,7 +2,9 @@
 //!
 //! Each call submits one kernel operation (or a short chain) and awaits
 //! its completion. Dropping the returned future cancels the operation in
-//! the kernel at once; the socket stays usable for the next call.
+//! the kernel at once; the socket stays usable for the next call. A
+//! receive or accept dropped before it returns has taken nothing from the
+//! socket (see `take_when_ready.rs`).
 
 use std::future::Future;
 use std::io;
@@ -16,6 +18,7 @@ use socket2::{Domain, SockAddr, SockRef, Socket};
 
 use super::address::Address;
 use super::resolve::AddrInfoHints;
+use super::take_when_ready::take_when_ready;
 use crate::buf::IoBufMut;
 use crate::driver::op::accept::Accept;
 use crate::driver::op::connect::Connect;
@@ -145,7 +148,7 @@ impl EventLoop {
     /// sockets (the specification says so; in debug mode asyncio raises
     /// `ValueError`). Outside debug mode nothing is checked: no operation
     /// blocks the loop thread either way.
-    fn check_nonblocking_in_debug(&self, sock: &impl AsFd) -> io::Result<()> {
+    pub(super) fn check_nonblocking_in_debug(&self, sock: &impl AsFd) -> io::Result<()> {
         if self.get_debug() && !is_nonblocking(sock.as_fd().as_raw_fd())? {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -197,7 +200,7 @@ impl EventLoop {
                 fd,
                 buf: BytesMut::with_capacity(n),
             };
-            Op::submit(&driver, op)?.await
+            take_when_ready(&driver, fd, op).await
         }
     }
 
@@ -216,10 +219,7 @@ impl EventLoop {
             if let Err(e) = checked {
                 return (Err(e), buf);
             }
-            match Op::try_submit(&driver, RecvInto { fd, buf }) {
-                Ok(op) => op.await,
-                Err((e, op)) => (Err(e), op.buf),
-            }
+            take_when_ready(&driver, fd, RecvInto { fd, buf }).await
         }
     }
 
@@ -285,7 +285,7 @@ impl EventLoop {
         let checked = self.check_nonblocking_in_debug(listener);
         async move {
             checked?;
-            let (fd, addr) = Op::submit(&driver, Accept::new(fd))?.await?;
+            let (fd, addr) = take_when_ready(&driver, fd, Accept::new(fd)).await?;
             L::wrap(fd, addr)
         }
     }

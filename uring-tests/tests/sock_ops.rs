@@ -514,6 +514,15 @@ fn debug_mode_rejects_blocking_sockets() {
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("non-blocking"));
+    // sock_sendfile too (asyncio checks it like the others).
+    let (a, _b) = UnixStream::pair().unwrap();
+    let file = tempfile_with(b"not sent");
+    let l = lp.lp();
+    let err = lp
+        .block_on(async move { l.sock_sendfile(&a, &file, 0, None, true).await })
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("non-blocking"));
 }
 
 #[test]
@@ -557,4 +566,61 @@ fn sock_sendfile_on_a_blocking_socket_does_not_block_the_loop() {
     }
     assert!(reader.is_finished(), "the peer never saw EOF");
     assert!(reader.join().unwrap() == data);
+}
+
+/// Runs one loop iteration.
+fn iterate(lp: &TestLoop) {
+    lp.stop();
+    lp.run_forever().unwrap();
+}
+
+#[test]
+fn a_recv_cancelled_as_its_bytes_arrive_leaves_them_for_the_next() {
+    // asyncio: a cancelled sock_recv has taken nothing. The bytes arrive
+    // while the receive waits, and the task is cancelled before it runs
+    // again: on io_uring a RECV would have taken them in the kernel.
+    let lp = TestLoop::new();
+    let (a, b) = UnixStream::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    let b = Rc::new(b);
+    let (l, b1) = (lp.lp(), b.clone());
+    let first = lp
+        .create_task(async move { l.sock_recv(&*b1, 100).await })
+        .unwrap();
+    iterate(&lp);
+    (&a).write_all(b"keep me").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    first.cancel();
+    iterate(&lp);
+    assert!(first.cancelled());
+    let mut buf = [0u8; 100];
+    assert_eq!(
+        (&*b).read(&mut buf).unwrap(),
+        7,
+        "the bytes are still there"
+    );
+    assert_eq!(&buf[..7], b"keep me");
+}
+
+#[test]
+fn an_accept_cancelled_as_its_connection_arrives_leaves_it_queued() {
+    let lp = TestLoop::new();
+    let server = Rc::new(listener());
+    let port = server.local_addr().unwrap().port();
+    let (l, s1) = (lp.lp(), server.clone());
+    let first = lp
+        .create_task(async move { l.sock_accept(&*s1).await.map(|_| ()) })
+        .unwrap();
+    iterate(&lp);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    first.cancel();
+    iterate(&lp);
+    assert!(first.cancelled());
+    let (mut accepted, _) = server.accept().expect("the connection is still queued");
+    client.write_all(b"hello").unwrap();
+    accepted.set_nonblocking(false).unwrap();
+    let mut buf = [0u8; 5];
+    accepted.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
 }
