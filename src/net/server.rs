@@ -156,6 +156,10 @@ struct Listener {
     multishot: Cell<bool>,
     backoff: RefCell<Option<Sleep>>,
     task: RefCell<Option<TaskHandle>>,
+    /// Handed in by the caller (`sock`): others may hold the same
+    /// socket (a duplicate, a forked worker), so closing only closes our
+    /// descriptor, as asyncio's `sock.close()`.
+    given: bool,
 }
 
 struct ServerInner {
@@ -341,10 +345,15 @@ impl ServerInner {
             if let Some(fd) = l.fd.borrow_mut().take() {
                 // An io_uring accept keeps the file open until its
                 // cancellation completes (with DEFER_TASKRUN, at the next
-                // enter): shutting the socket down stops it listening
-                // now, so new connections are refused at once.
-                // SAFETY: `fd` is our open listening socket.
-                unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+                // enter): shutting a socket we made down stops it
+                // listening now, so new connections are refused at once.
+                // A given socket is not shut down: that would stop it
+                // listening for every other holder too.
+                if !l.given {
+                    // SAFETY: `fd` is our open listening socket, which
+                    // nothing outside this server holds.
+                    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+                }
                 drop(fd);
             }
         }
@@ -547,8 +556,23 @@ fn bind_error(addr: &SockAddr, e: io::Error) -> io::Error {
     )
 }
 
-fn listening_socket(info: &AddrInfo, options: &ServerOptions) -> io::Result<OwnedFd> {
-    let sock = new_socket(info.family, Type::STREAM, info.protocol)?;
+/// A bound socket for `info`; `None` if the system cannot make a socket
+/// of that family, type and protocol at all (logged, as asyncio does).
+fn listening_socket(info: &AddrInfo, options: &ServerOptions) -> io::Result<Option<OwnedFd>> {
+    let sock = match new_socket(info.family, Type::STREAM, info.protocol) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::ESOCKTNOSUPPORT)
+            ) =>
+        {
+            tracing::warn!(target: "ringloop", family = info.family, error = %e,
+                "create_server() failed to create socket.socket");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     if options.reuse_address {
         sock.set_reuse_address(true)?;
     }
@@ -561,12 +585,14 @@ fn listening_socket(info: &AddrInfo, options: &ServerOptions) -> io::Result<Owne
     }
     let addr = SockAddr::from(info.addr);
     sock.bind(&addr).map_err(|e| bind_error(&addr, e))?;
-    Ok(sock.into())
+    Ok(Some(sock.into()))
 }
 
+/// A server on `socks`; `given`: the caller handed them in (`sock`).
 fn build(
     lp: &EventLoop,
     socks: Vec<OwnedFd>,
+    given: bool,
     attach: Attach,
     backlog: i32,
     start: bool,
@@ -582,6 +608,7 @@ fn build(
                 multishot: Cell::new(lp.backend() == Backend::Uring),
                 backoff: RefCell::new(None),
                 task: RefCell::new(None),
+                given,
             })
         })
         .collect::<io::Result<Vec<_>>>()?;
@@ -693,7 +720,20 @@ impl EventLoop {
                     }
                 }
                 let socks = std::mem::take(&mut options.sock);
-                return build(&lp, socks, attach, options.backlog, options.start_serving);
+                return build(
+                    &lp,
+                    socks,
+                    true,
+                    attach,
+                    options.backlog,
+                    options.start_serving,
+                );
+            }
+            if hosts.is_empty() && port.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "Neither host/port nor sock were specified",
+                ));
             }
             let hints = AddrInfoHints {
                 family: options.family,
@@ -716,9 +756,13 @@ impl EventLoop {
             }
             infos.dedup_by(|a, b| a.addr == b.addr);
             let mut socks = Vec::new();
+            let mut refused = None;
             for info in &infos {
                 match listening_socket(info, &options) {
-                    Ok(s) => socks.push(s),
+                    Ok(Some(s)) => socks.push(s),
+                    // No socket of that family here (IPv6 disabled):
+                    // asyncio skips the address.
+                    Ok(None) => refused = Some(info.family),
                     Err(e) => {
                         // `socks` drops here: every socket made so far
                         // is closed.
@@ -727,12 +771,23 @@ impl EventLoop {
                 }
             }
             if socks.is_empty() {
+                let why = match refused {
+                    Some(family) => format!("no socket of family {family} can be made here"),
+                    None => "no address to listen on".to_owned(),
+                };
                 return Err(combine_errors(vec![io::Error::new(
                     io::ErrorKind::NotFound,
-                    "no address to listen on",
+                    why,
                 )]));
             }
-            build(&lp, socks, attach, options.backlog, options.start_serving)
+            build(
+                &lp,
+                socks,
+                false,
+                attach,
+                options.backlog,
+                options.start_serving,
+            )
         }
     }
 
@@ -759,6 +814,7 @@ impl EventLoop {
                 .map(EventLoop::from_inner)
                 .ok_or_else(closed_error)?;
             let mut options = options;
+            let given = !options.sock.is_empty();
             let sock = match (path, options.sock.pop()) {
                 (Some(_), Some(_)) => {
                     return Err(io::Error::new(
@@ -783,11 +839,27 @@ impl EventLoop {
                     sock
                 }
                 (Some(path), None) => {
+                    if path.as_os_str().is_empty() {
+                        // Binding "" would autobind a random abstract name.
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "the path of a Unix server is empty",
+                        ));
+                    }
                     let abstract_name = path.as_os_str().as_encoded_bytes().first() == Some(&0);
                     if !abstract_name {
                         if let Ok(meta) = std::fs::metadata(&path) {
                             if meta.file_type().is_socket() {
-                                std::fs::remove_file(&path)?;
+                                // As asyncio: reported, and the bind
+                                // then says what is wrong.
+                                if let Err(e) = std::fs::remove_file(&path) {
+                                    tracing::error!(
+                                        target: "ringloop",
+                                        path = %path.display(),
+                                        error = %e,
+                                        "Unable to check or remove stale UNIX socket"
+                                    );
+                                }
                             }
                         }
                     }
@@ -800,10 +872,33 @@ impl EventLoop {
             build(
                 &lp,
                 vec![sock],
+                given,
                 attach,
                 options.backlog,
                 options.start_serving,
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{listening_socket, AddrInfo, ServerOptions};
+
+    #[test]
+    fn an_address_of_a_family_the_system_lacks_is_skipped_not_fatal() {
+        // As when IPv6 is disabled: getaddrinfo still offers `::`, and
+        // asyncio skips the address whose socket() fails.
+        let info = AddrInfo {
+            family: 4000, // no such address family
+            socktype: libc::SOCK_STREAM,
+            protocol: 0,
+            canonname: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        };
+        assert!(matches!(
+            listening_socket(&info, &ServerOptions::default()),
+            Ok(None)
+        ));
     }
 }

@@ -330,3 +330,58 @@ fn a_panicking_protocol_factory_is_reported_and_the_server_serves_on() {
     server.close();
     tl.block_on(server.wait_closed());
 }
+
+#[test]
+fn closing_a_server_on_a_given_socket_leaves_other_holders_listening() {
+    // asyncio closes its own descriptor only (`sock.close()`): a duplicate
+    // held elsewhere (a forked worker, another loop) keeps listening.
+    let _serial = fd_lock();
+    let tl = TestLoop::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let keep = listener.try_clone().unwrap();
+    let (factory, _) = Recorder::factory(true);
+    let server = tl
+        .block_on(tl.lp().create_server(
+            factory,
+            &[],
+            None,
+            ServerOptions::default().sock(listener),
+        ))
+        .unwrap();
+    server.close();
+    tl.block_on(server.wait_closed());
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("still listening");
+    keep.set_nonblocking(false).unwrap();
+    let (mut accepted, _) = keep.accept().expect("the other holder accepts");
+    client.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    accepted.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"x");
+}
+
+#[test]
+fn neither_hosts_nor_port_nor_sock_is_invalid_input() {
+    let tl = TestLoop::new();
+    let (factory, _) = Recorder::factory(true);
+    let r = tl.block_on(
+        tl.lp()
+            .create_server(factory, &[], None, ServerOptions::default()),
+    );
+    let e = r.err().expect("an error");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("Neither host/port nor sock"), "{e}");
+}
+
+#[test]
+fn an_empty_unix_server_path_is_invalid_input() {
+    // Binding "" would autobind a random abstract address and succeed.
+    let tl = TestLoop::new();
+    let (factory, _) = Recorder::factory(true);
+    let r = tl.block_on(tl.lp().create_unix_server(
+        factory,
+        Some(std::path::Path::new("")),
+        ServerOptions::default(),
+    ));
+    assert_eq!(r.err().unwrap().kind(), std::io::ErrorKind::InvalidInput);
+}
