@@ -368,7 +368,7 @@ fn neither_hosts_nor_port_nor_sock_is_invalid_input() {
         tl.lp()
             .create_server(factory, &[], None, ServerOptions::default()),
     );
-    let e = r.err().expect("an error");
+    let e = r.expect_err("an error");
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("Neither host/port nor sock"), "{e}");
 }
