@@ -43,6 +43,44 @@ const MAX_WAIT: f64 = 24.0 * 3600.0;
 thread_local! {
     /// The loop running on this thread, if any.
     static RUNNING: RefCell<Option<Rc<LoopInner>>> = const { RefCell::new(None) };
+    /// Every loop made on this thread (by `Shared` id), running or not:
+    /// a wake-up or `call_soon_threadsafe` made on a loop's own thread
+    /// goes straight to its ready queue, in order with `call_soon`,
+    /// rather than through the thread-safe queue.
+    static LOCAL: RefCell<Vec<(usize, Weak<LoopInner>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records `inner` as made on this thread (see `LOCAL`).
+fn register_local(inner: &Rc<LoopInner>) {
+    let _ = LOCAL.try_with(|l| {
+        let mut l = l.borrow_mut();
+        l.retain(|(_, w)| w.strong_count() > 0);
+        l.push((inner.shared.id, Rc::downgrade(inner)));
+    });
+}
+
+/// Calls `f` with the loop whose `Shared` id is `id` if it lives on this
+/// thread (and is not closed).
+pub(crate) fn with_local<R>(id: usize, f: impl FnOnce(&Rc<LoopInner>) -> R) -> Option<R> {
+    let running = RUNNING
+        .try_with(|r| r.borrow().as_ref().filter(|lp| lp.shared.id == id).cloned())
+        .ok()
+        .flatten();
+    let lp = running.or_else(|| {
+        LOCAL
+            .try_with(|l| {
+                l.borrow()
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .and_then(|(_, w)| w.upgrade())
+            })
+            .ok()
+            .flatten()
+    })?;
+    if lp.closed.get() {
+        return None;
+    }
+    Some(f(&lp))
 }
 
 /// Calls `f` with the loop running on this thread, if any.
@@ -249,7 +287,7 @@ impl EventLoop {
         debug: bool,
         backend_reason: String,
     ) -> EventLoop {
-        EventLoop {
+        let lp = EventLoop {
             inner: Rc::new(LoopInner {
                 ready: RefCell::new(VecDeque::with_capacity(1024)),
                 timers: RefCell::new(TimerQueue::new()),
@@ -274,7 +312,9 @@ impl EventLoop {
                 signals: RefCell::default(),
                 flush: crate::flush::FlushQueue::default(),
             }),
-        }
+        };
+        register_local(&lp.inner);
+        lp
     }
 
     pub(crate) fn from_inner(inner: Rc<LoopInner>) -> EventLoop {

@@ -2,7 +2,7 @@
 //!
 //! A task's step is a ready-queue entry like any callback, so tasks and
 //! `call_soon` callbacks interleave in FIFO order as in asyncio. Its waker
-//! is `Send + Sync`: woken on the loop thread while the loop runs, it
+//! is `Send + Sync`: woken on the loop's thread (running or not), it
 //! queues the step directly; woken anywhere else, it goes through the
 //! loop's thread-safe queue and wakes the loop.
 //!
@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use crate::driver::wake::{self, TaskRef};
 use crate::error::{Error, Result};
-use crate::event_loop::{with_running, EventLoop, LoopInner};
+use crate::event_loop::{with_local, EventLoop, LoopInner};
 use crate::exception::ErrorContext;
 use crate::handle::Callback;
 use crate::threadsafe::{Remote, Shared};
@@ -277,15 +277,9 @@ impl Wake for TaskWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         let (key, id) = (self.key, self.id);
         let loop_id = self.shared.id;
-        let local = with_running(|lp| {
-            if lp.shared.id == loop_id {
-                lp.schedule_task(key, id);
-                true
-            } else {
-                false
-            }
-        })
-        .unwrap_or(false);
+        // On the loop's own thread (running or not), straight to its
+        // ready queue: in order with the callbacks scheduled around it.
+        let local = with_local(loop_id, |lp| lp.schedule_task(key, id)).is_some();
         if !local {
             // A closed loop has nothing left to wake.
             let _ = self.shared.push(Remote::WakeTask(key, id));

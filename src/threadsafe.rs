@@ -165,11 +165,32 @@ impl LoopHandle {
         F: FnOnce() + Send + 'static,
     {
         let cancelled = Arc::new(AtomicBool::new(false));
-        self.shared.push(Remote::Callback {
-            f: Box::new(f),
-            cancelled: cancelled.clone(),
-            location: Location::caller(),
-        })?;
+        let location = Location::caller();
+        // On the loop's own thread, straight to the ready queue, as
+        // asyncio's `call_soon_threadsafe` is `call_soon` plus a wake-up:
+        // in order with the `call_soon`s around it.
+        let mut f = Some(f);
+        let c = cancelled.clone();
+        let local = crate::event_loop::with_local(self.shared.id, |lp| {
+            let f = f.take();
+            lp.call_soon_boxed(
+                Box::new(move || {
+                    if let Some(f) = f.filter(|_| !c.load(Ordering::Acquire)) {
+                        f();
+                    }
+                }),
+                location,
+            )
+        });
+        match (local, f) {
+            (Some(scheduled), _) => scheduled.map(|_| ())?,
+            (None, Some(f)) => self.shared.push(Remote::Callback {
+                f: Box::new(f),
+                cancelled: cancelled.clone(),
+                location,
+            })?,
+            (None, None) => {}
+        }
         Ok(RemoteHandle { cancelled })
     }
 

@@ -245,3 +245,59 @@ fn the_main_thread_rule_uses_the_real_main_thread() {
     assert!(t.join().unwrap());
     let _ = EventLoop::new().unwrap().close();
 }
+
+#[test]
+fn a_future_completed_while_the_loop_is_not_running_resumes_in_registration_order() {
+    // asyncio schedules an awaiting task's wake-up with call_soon like any
+    // done callback, running loop or not.
+    let lp = TestLoop::new();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let fut = lp.create_future::<u8>();
+    let (o, f) = (order.clone(), fut.clone());
+    let waiter = lp
+        .create_task(async move {
+            f.await.unwrap();
+            o.borrow_mut().push("task registered first");
+        })
+        .unwrap();
+    lp.stop();
+    lp.run_forever().unwrap(); // the task now awaits the future
+    let o = order.clone();
+    fut.add_done_callback(move |_| o.borrow_mut().push("callback registered second"));
+    fut.set_result(1).unwrap(); // the loop is not running
+    let o = order.clone();
+    lp.call_soon(move || o.borrow_mut().push("call_soon after"))
+        .unwrap();
+    lp.block_on(waiter).unwrap();
+    assert_eq!(
+        *order.borrow(),
+        vec![
+            "task registered first",
+            "callback registered second",
+            "call_soon after"
+        ]
+    );
+}
+
+#[test]
+fn call_soon_threadsafe_on_the_loop_thread_keeps_fifo_with_call_soon() {
+    let lp = TestLoop::new();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = log.clone();
+    lp.call_soon(move || l.lock().unwrap().push(1)).unwrap();
+    let l = log.clone();
+    lp.handle()
+        .call_soon_threadsafe(move || l.lock().unwrap().push(2))
+        .unwrap();
+    let l = log.clone();
+    let cancelled = lp
+        .handle()
+        .call_soon_threadsafe(move || l.lock().unwrap().push(99))
+        .unwrap();
+    cancelled.cancel();
+    let l = log.clone();
+    lp.call_soon(move || l.lock().unwrap().push(3)).unwrap();
+    lp.stop();
+    lp.run_forever().unwrap();
+    assert_eq!(*log.lock().unwrap(), [1, 2, 3]);
+}
