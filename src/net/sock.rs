@@ -200,7 +200,7 @@ impl EventLoop {
                 fd,
                 buf: BytesMut::with_capacity(n),
             };
-            take_when_ready(&driver, fd, op).await
+            take_when_ready(&driver, fd, op, |_, e| Err(e)).await
         }
     }
 
@@ -219,7 +219,7 @@ impl EventLoop {
             if let Err(e) = checked {
                 return (Err(e), buf);
             }
-            take_when_ready(&driver, fd, RecvInto { fd, buf }).await
+            take_when_ready(&driver, fd, RecvInto { fd, buf }, |op, e| (Err(e), op.buf)).await
         }
     }
 
@@ -285,7 +285,7 @@ impl EventLoop {
         let checked = self.check_nonblocking_in_debug(listener);
         async move {
             checked?;
-            let (fd, addr) = take_when_ready(&driver, fd, Accept::new(fd)).await?;
+            let (fd, addr) = take_when_ready(&driver, fd, Accept::new(fd), |_, e| Err(e)).await?;
             L::wrap(fd, addr)
         }
     }

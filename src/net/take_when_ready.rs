@@ -14,21 +14,24 @@
 
 use std::io;
 
-use crate::driver::op::poll::PollOnce;
+use crate::driver::op::poll::{PollOnce, PollToUse};
 use crate::driver::op::{DriverRef, Op, OpKind};
 use crate::driver::{Backend, Completion};
 
 /// Runs `op` so that it takes from its socket only while the awaiting
-/// task runs (see the module docs). `fd` is the socket `op` reads.
+/// task runs (see the module docs). `fd` is the socket `op` reads;
+/// `fail` makes `op`'s output for an error that is not the system
+/// call's (the loop is closed), keeping its message.
 pub(crate) async fn take_when_ready<T: OpKind>(
     driver: &DriverRef,
     fd: i32,
     mut op: T,
+    fail: impl FnOnce(T, io::Error) -> T::Output,
 ) -> T::Output {
     if driver.borrow().backend() == Backend::Epoll {
         return match Op::try_submit(driver, op) {
             Ok(op) => op.await,
-            Err((e, op)) => op.complete(Completion::from_io(Err(e))),
+            Err((e, op)) => fail(op, e),
         };
     }
     loop {
@@ -36,16 +39,16 @@ pub(crate) async fn take_when_ready<T: OpKind>(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             r => return op.complete(Completion::from_io(r)),
         }
-        let wait = PollOnce {
+        let wait = PollToUse(PollOnce {
             fd,
             mask: libc::POLLIN as u32,
-        };
+        });
         let ready = match Op::submit(driver, wait) {
             Ok(w) => w.await,
-            Err(e) => Err(e),
+            Err(e) => return fail(op, e),
         };
         if let Err(e) = ready {
-            return op.complete(Completion::from_io(Err(e)));
+            return fail(op, e);
         }
     }
 }

@@ -48,3 +48,29 @@ impl OpKind for PollOnce {
         c.result()
     }
 }
+
+/// A [`PollOnce`] for readability on behalf of a system call that will
+/// then use the descriptor (`net/take_when_ready.rs`): it counts as the
+/// descriptor's user, so `add_reader` refuses the descriptor meanwhile
+/// (`ResourceBusy`), as it would the receive or accept operation itself.
+pub(crate) struct PollToUse(pub(crate) PollOnce);
+
+impl OpKind for PollToUse {
+    type Output = io::Result<u32>;
+
+    fn sqe(&mut self) -> squeue::Entry {
+        self.0.sqe()
+    }
+
+    fn readiness(&self) -> (RawFd, Interest) {
+        self.0.readiness()
+    }
+
+    fn attempt(&mut self) -> io::Result<u32> {
+        self.0.attempt()
+    }
+
+    fn complete(self, c: Completion) -> io::Result<u32> {
+        self.0.complete(c)
+    }
+}
