@@ -87,6 +87,19 @@ fn fd_is_open(fd: RawFd) -> bool {
     fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
 }
 
+/// A regular file or a directory: always "ready", so watching it would
+/// run the callback every iteration. epoll refuses them with `EPERM`,
+/// and so asyncio's `add_reader` on Linux raises `PermissionError`.
+fn always_ready(fd: RawFd) -> bool {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return false;
+    }
+    matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR)
+}
+
 async fn watch(
     driver: DriverRef,
     lp: Weak<LoopInner>,
@@ -151,6 +164,9 @@ impl EventLoop {
         if !fd_is_open(fd) {
             return Err(io::Error::from_raw_os_error(libc::EBADF).into());
         }
+        if always_ready(fd) {
+            return Err(io::Error::from_raw_os_error(libc::EPERM).into());
+        }
         if self.inner().driver.borrow().fd_busy(fd) {
             return Err(io::Error::new(
                 io::ErrorKind::ResourceBusy,
@@ -196,11 +212,14 @@ impl EventLoop {
     /// descriptor replaces the first.
     ///
     /// Errors: [`Error::LoopClosed`]; an invalid descriptor (`EBADF`); a
-    /// descriptor in use by a running ringloop operation
-    /// (`ResourceBusy`). If the descriptor is closed by the callback
-    /// itself, the next poll fails: the exception handler is told and the
-    /// watch ends. Close a watched descriptor only after `remove_reader`:
-    /// closed while the watcher waits, it is not noticed.
+    /// regular file or directory (`EPERM`, as epoll and so asyncio refuse
+    /// them: they are always ready); a descriptor in use by a running
+    /// ringloop operation (`ResourceBusy`). If the descriptor is closed
+    /// by the callback itself, the next poll fails: the exception handler
+    /// is told and the watch ends. Close a watched descriptor only after
+    /// `remove_reader`, as asyncio requires: closed while the watcher
+    /// waits, it is not noticed (on io_uring the pending poll even keeps
+    /// the file open until it fires).
     ///
     /// # Example
     ///

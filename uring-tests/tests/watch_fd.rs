@@ -248,3 +248,24 @@ fn an_urgent_byte_from_the_peer_does_not_spin_the_loop() {
     assert_eq!(calls.get(), 0, "no normal data arrived");
     lp.remove_reader(&server);
 }
+
+#[test]
+fn a_regular_file_or_directory_is_refused_with_eperm() {
+    // Always "ready": watched, its callback would run every iteration.
+    // epoll refuses them, so asyncio's add_reader raises PermissionError.
+    let lp = TestLoop::new();
+    let file = std::fs::File::open("/proc/self/exe").unwrap();
+    let dir = std::fs::File::open("/").unwrap();
+    for fd in [file.as_raw_fd(), dir.as_raw_fd()] {
+        for err in [
+            lp.add_reader(&fd, || ()).unwrap_err(),
+            lp.add_writer(&fd, || ()).unwrap_err(),
+        ] {
+            match &err {
+                Error::Io(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert!(!lp.remove_reader(&file.as_raw_fd()));
+}
