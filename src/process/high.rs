@@ -185,8 +185,10 @@ impl Process {
     /// `input` is `None`, as `subprocess.Popen.communicate` does; asyncio
     /// leaves it open then, which hangs a child that reads it). A child
     /// that stops reading early is not an error (a broken pipe is
-    /// ignored, as in asyncio). `input` without a stdin pipe is
-    /// `InvalidInput`. The read pipes are closed once read.
+    /// ignored, as in asyncio), nor is `input` for a stdin the caller
+    /// already closed (the input is dropped, the output still comes
+    /// back). `input` without a stdin pipe is `InvalidInput`. The read
+    /// pipes are closed once read.
     pub fn communicate(
         &self,
         input: Option<&[u8]>,
@@ -224,7 +226,10 @@ async fn feed_stdin(stdin: Option<ProcessStdin>, input: Option<Bytes>) -> io::Re
         return Ok(());
     };
     let fed = async {
-        if let Some(data) = input {
+        // Already closed (the caller closed stdin): asyncio's write drops
+        // the input and its drain's ConnectionResetError is forgiven, so
+        // the output still comes back.
+        if let Some(data) = input.filter(|_| !stdin.is_closing()) {
             stdin.write_bytes(data)?;
             stdin.drain().await?;
         }

@@ -82,6 +82,25 @@ fn communicate_closes_stdin_even_without_input() {
 }
 
 #[test]
+fn communicate_with_input_after_stdin_was_closed_returns_the_output() {
+    // asyncio drops the input (the transport is closing) and forgives the
+    // drain's ConnectionResetError: what the child wrote comes back.
+    let tl = TestLoop::new();
+    let lp = tl.lp();
+    tl.block_on(async move {
+        let p = process::create_subprocess_exec(&lp, CHILD, ["cat"], DEFAULT_LIMIT, piped())
+            .await
+            .unwrap();
+        let stdin = p.stdin.clone().unwrap();
+        stdin.write(b"hi").unwrap();
+        stdin.close();
+        let (out, _) = p.communicate(Some(b"dropped")).await.unwrap();
+        assert_eq!(out.as_deref(), Some(&b"hi"[..]));
+        assert_eq!(p.returncode(), Some(0));
+    });
+}
+
+#[test]
 fn interactive_lines_through_cat() {
     let tl = TestLoop::new();
     let lp = tl.lp();
