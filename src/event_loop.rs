@@ -641,7 +641,7 @@ impl EventLoop {
         self.call_at_inner(when, f, Location::caller())
     }
 
-    fn call_at_inner<F>(
+    pub(crate) fn call_at_inner<F>(
         &self,
         when: f64,
         f: F,

@@ -289,13 +289,7 @@ impl ReadInner {
             st.lost_scheduled = true;
         }
         self.io.borrow_mut().stop();
-        lost::schedule(
-            &self.core.lp,
-            self,
-            error,
-            Self::call_connection_lost,
-            Self::teardown,
-        );
+        lost::schedule(self, error);
     }
 
     fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
@@ -461,5 +455,20 @@ impl Drop for ReadPump {
         // The loop closed before the transport ended: release the
         // descriptor and break the transport/protocol cycle.
         self.0.teardown();
+    }
+}
+
+impl lost::LostTarget for ReadInner {
+    fn lost_loop(&self) -> &std::rc::Weak<crate::event_loop::LoopInner> {
+        &self.core.lp
+    }
+    fn call_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        self.call_connection_lost(error);
+    }
+    fn protocol_busy(&self) -> bool {
+        self.core.protocol_busy()
+    }
+    fn teardown_now(&self) {
+        self.teardown();
     }
 }

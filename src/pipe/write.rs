@@ -342,7 +342,7 @@ impl WriteInner {
             }
         };
         if finish {
-            self.call_connection_lost(None);
+            lost::now(self, None);
         }
     }
 
@@ -388,13 +388,7 @@ impl WriteInner {
             }
             st.lost_scheduled = true;
         }
-        lost::schedule(
-            &self.core.lp,
-            self,
-            error,
-            Self::call_connection_lost,
-            Self::teardown,
-        );
+        lost::schedule(self, error);
     }
 
     fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
@@ -596,5 +590,20 @@ impl Drop for WritePump {
         // The loop closed before the transport ended: release the
         // descriptor and break the transport/protocol cycle.
         self.0.teardown();
+    }
+}
+
+impl lost::LostTarget for WriteInner {
+    fn lost_loop(&self) -> &std::rc::Weak<crate::event_loop::LoopInner> {
+        &self.core.lp
+    }
+    fn call_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        self.call_connection_lost(error);
+    }
+    fn protocol_busy(&self) -> bool {
+        self.core.protocol_busy()
+    }
+    fn teardown_now(&self) {
+        self.teardown();
     }
 }

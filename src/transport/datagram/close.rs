@@ -3,10 +3,11 @@
 //! teardown that releases the socket.
 
 use std::io;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use super::DatagramInner;
 use crate::error::Error;
+use crate::event_loop::LoopInner;
 use crate::exception::ErrorContext;
 use crate::transport::errors::{clone_io_error, is_ignored_error};
 use crate::transport::lost;
@@ -64,13 +65,7 @@ impl DatagramInner {
     }
 
     fn schedule_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        lost::schedule(
-            &self.lp,
-            self,
-            error,
-            Self::call_connection_lost,
-            Self::teardown,
-        );
+        lost::schedule(self, error);
     }
 
     /// asyncio's `_call_connection_lost`: the protocol hears it once, then
@@ -143,5 +138,20 @@ impl DatagramInner {
             tracing::debug!(target: "ringloop", error = %err, "{message}");
         }
         self.force_close(Some(err));
+    }
+}
+
+impl lost::LostTarget for DatagramInner {
+    fn lost_loop(&self) -> &Weak<LoopInner> {
+        &self.lp
+    }
+    fn call_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        self.call_connection_lost(error);
+    }
+    fn protocol_busy(&self) -> bool {
+        self.protocol.busy()
+    }
+    fn teardown_now(&self) {
+        self.teardown();
     }
 }

@@ -254,7 +254,7 @@ impl DatagramInner {
             }
         };
         if finish_close {
-            self.call_connection_lost(None);
+            crate::transport::lost::now(self, None);
         }
     }
 }

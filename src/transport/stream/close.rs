@@ -4,10 +4,11 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use super::StreamInner;
 use crate::error::Error;
+use crate::event_loop::LoopInner;
 use crate::exception::ErrorContext;
 use crate::transport::errors::{clone_io_error, is_ignored_error};
 use crate::transport::lost;
@@ -56,13 +57,7 @@ impl StreamInner {
     }
 
     pub(super) fn schedule_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        lost::schedule(
-            &self.lp,
-            self,
-            error,
-            Self::call_connection_lost,
-            Self::teardown,
-        );
+        lost::schedule(self, error);
     }
 
     /// asyncio's `_call_connection_lost`: the protocol hears it once, then
@@ -159,5 +154,20 @@ impl StreamInner {
             tracing::debug!(target: "ringloop", error = %err, "{message}");
         }
         self.force_close(Some(err));
+    }
+}
+
+impl lost::LostTarget for StreamInner {
+    fn lost_loop(&self) -> &Weak<LoopInner> {
+        &self.lp
+    }
+    fn call_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        self.call_connection_lost(error);
+    }
+    fn protocol_busy(&self) -> bool {
+        self.protocol.busy()
+    }
+    fn teardown_now(&self) {
+        self.teardown();
     }
 }

@@ -211,7 +211,7 @@ impl StreamInner {
             }
         };
         if finish_close {
-            self.call_connection_lost(None);
+            crate::transport::lost::now(self, None);
         } else if send_eof {
             self.shutdown_write();
         }
