@@ -679,7 +679,11 @@ impl EventLoop {
 
     // ----- futures and tasks ------------------------------------------
 
-    /// A new future bound to this loop (`loop.create_future`).
+    /// A new future bound to this loop (`loop.create_future`). Done with
+    /// an error nobody looks at (`result`, `exception`, `take_result`,
+    /// awaiting), it is reported to the exception handler when its last
+    /// handle goes ("Future exception was never retrieved").
+    #[track_caller]
     pub fn create_future<T: 'static>(&self) -> LoopFuture<T> {
         LoopFuture::new(self.downgrade())
     }

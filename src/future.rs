@@ -15,7 +15,8 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
-use crate::event_loop::LoopInner;
+use crate::event_loop::{EventLoop, LoopInner};
+use crate::exception::ErrorContext;
 
 /// Identifies a done callback, for [`LoopFuture::remove_done_callback`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,6 +45,30 @@ struct Inner<T: 'static> {
     state: State<T>,
     listeners: Vec<Listener<T>>,
     next_id: u64,
+    /// For the "never retrieved" report.
+    lp: Weak<LoopInner>,
+    /// Where the future was made.
+    location: &'static Location<'static>,
+    /// Its error was looked at (`result`, `exception`, `take_result`,
+    /// awaiting it): asyncio's `__log_traceback = False`.
+    retrieved: bool,
+}
+
+impl<T: 'static> Drop for Inner<T> {
+    /// asyncio's `Future.__del__`: a future done with an error (not a
+    /// cancellation) that nobody looked at is reported when it goes.
+    fn drop(&mut self) {
+        let error = match &self.state {
+            State::Done(Err(e)) if !self.retrieved && !matches!(e, Error::Cancelled) => e.clone(),
+            _ => return,
+        };
+        let mut ctx = ErrorContext::new("Future exception was never retrieved").with_error(error);
+        ctx.location = Some(self.location);
+        match self.lp.upgrade() {
+            Some(lp) if !lp.is_closed() => EventLoop::from_inner(lp).call_exception_handler(&ctx),
+            _ => crate::exception::default_exception_handler(&ctx),
+        }
+    }
 }
 
 /// A future whose result is set by code, not computed
@@ -132,14 +157,18 @@ impl<T: 'static> LoopFuture<T> {
 }
 
 impl<T: 'static> LoopFuture<T> {
+    #[track_caller]
     pub(crate) fn new(lp: Weak<LoopInner>) -> Self {
         LoopFuture {
-            lp,
             inner: Rc::new(RefCell::new(Inner {
                 state: State::Pending,
                 listeners: Vec::new(),
                 next_id: 0,
+                lp: lp.clone(),
+                location: Location::caller(),
+                retrieved: false,
             })),
+            lp,
             pending_step: Cell::new(0),
             waker_id: Cell::new(0),
         }
@@ -187,7 +216,9 @@ impl<T: 'static> LoopFuture<T> {
     /// [`Error::InvalidState`] while pending, [`Error::Cancelled`] if
     /// cancelled.
     pub fn exception(&self) -> Result<Option<Error>> {
-        match &self.inner.borrow().state {
+        let mut inner = self.inner.borrow_mut();
+        inner.retrieved = true;
+        match &inner.state {
             State::Pending => Err(Error::InvalidState("the result is not set yet")),
             State::Done(Err(Error::Cancelled)) => Err(Error::Cancelled),
             State::Done(Err(e)) => Ok(Some(e.clone())),
@@ -201,6 +232,7 @@ impl<T: 'static> LoopFuture<T> {
     /// while pending or once the value was taken.
     pub fn take_result(&self) -> Result<T> {
         let mut inner = self.inner.borrow_mut();
+        inner.retrieved = true;
         match &inner.state {
             State::Pending => return Err(Error::InvalidState("the result is not set yet")),
             State::Taken => return Err(Error::InvalidState("the result was already taken")),
@@ -252,7 +284,9 @@ impl<T: Clone + 'static> LoopFuture<T> {
     /// A clone of the result (`Future.result`): the value, the error, or
     /// [`Error::InvalidState`] while pending.
     pub fn result(&self) -> Result<T> {
-        match &self.inner.borrow().state {
+        let mut inner = self.inner.borrow_mut();
+        inner.retrieved = true;
+        match &inner.state {
             State::Pending => Err(Error::InvalidState("the result is not set yet")),
             State::Done(r) => r.clone(),
             State::Taken => Err(Error::InvalidState("the result was already taken")),
@@ -293,6 +327,7 @@ impl<T: Clone + 'static> Future for LoopFuture<T> {
             State::Done(r) => r.clone(),
             State::Taken => Err(Error::InvalidState("the result was already taken")),
         };
+        inner.retrieved = true;
         self.pending_step.set(0);
         self.waker_id.set(0);
         Poll::Ready(ready)

@@ -215,6 +215,48 @@ fn a_detached_panicking_task_is_reported_once_as_never_retrieved() {
 }
 
 #[test]
+fn a_future_error_nobody_retrieved_is_reported_once_when_it_goes() {
+    // asyncio's Future.__del__: "Future exception was never retrieved".
+    let mut lp = TestLoop::new();
+    let errors = lp.expect_errors();
+    let unread = lp.create_future::<u8>();
+    unread
+        .set_exception(std::io::Error::other("nobody reads me"))
+        .unwrap();
+    let clone = unread.clone();
+    drop(unread);
+    assert!(errors.borrow().is_empty(), "a handle is still alive");
+    drop(clone);
+    // Looked at, or cancelled: nothing to report.
+    let read = lp.create_future::<u8>();
+    read.set_exception(std::io::Error::other("read")).unwrap();
+    assert!(read.exception().unwrap().is_some());
+    drop(read);
+    let awaited = lp.create_future::<u8>();
+    awaited
+        .set_exception(std::io::Error::other("awaited"))
+        .unwrap();
+    assert!(lp.block_on(awaited.clone()).is_err());
+    drop(awaited);
+    let cancelled = lp.create_future::<u8>();
+    cancelled.cancel();
+    drop(cancelled);
+    let errs = errors.borrow();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("Future exception was never retrieved"),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[0].contains("nobody reads me"), "{}", errs[0]);
+    assert!(
+        errs[0].contains("futures_tasks.rs"),
+        "names the creation site: {}",
+        errs[0]
+    );
+}
+
+#[test]
 fn a_panicking_exception_handler_does_not_kill_the_loop() {
     let lp = EventLoop::new().unwrap();
     lp.set_exception_handler(Some(Rc::new(
