@@ -246,12 +246,13 @@ pub(crate) fn spawn(
             cmd.pre_exec(move || setup.run());
         }
     }
+    let cwd = options.cwd.clone();
     let spawned = cmd.spawn();
     // The child's ends of the pipes, /dev/null and passed descriptors
     // are closed here, whatever happened.
     drop(cmd);
     drop(options);
-    let child = spawned.map_err(|e| spawn_error(argv, e))?;
+    let child = spawned.map_err(|e| spawn_error(argv, cwd.as_deref(), e))?;
     let child = Child::adopt(child.id() as libc::pid_t)?;
     Ok(Spawned {
         child,
@@ -260,8 +261,20 @@ pub(crate) fn spawn(
 }
 
 /// Names the program in a spawn error, keeping its kind (`NotFound`,
-/// `PermissionDenied`, ...).
-fn spawn_error(argv: &Argv, e: io::Error) -> io::Error {
+/// `PermissionDenied`, ...). The child's `chdir` fails with the same
+/// errors as its `exec`: when the working directory is not a directory
+/// (missing, or a file), it is named too (as Python's `_execute_child` does), so
+/// that a missing directory does not read as a missing program.
+fn spawn_error(argv: &Argv, cwd: Option<&std::path::Path>, e: io::Error) -> io::Error {
     let program = argv.program.to_string_lossy();
-    io::Error::new(e.kind(), format!("cannot run {program:?}: {e}"))
+    match cwd.filter(|d| !d.is_dir()) {
+        Some(dir) => io::Error::new(
+            e.kind(),
+            format!(
+                "cannot run {program:?} in {:?}: {e}",
+                dir.display().to_string()
+            ),
+        ),
+        None => io::Error::new(e.kind(), format!("cannot run {program:?}: {e}")),
+    }
 }

@@ -377,6 +377,8 @@ fn cwd_and_environment() {
         })
         .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    // Named in the message: it is not the program that is missing.
+    assert!(e.to_string().contains("/nonexistent/ringloop-dir"), "{e}");
 }
 
 #[test]
