@@ -22,48 +22,56 @@
 use std::cell::Cell;
 
 thread_local! {
-    /// The task step running now; 0 outside any step.
-    static STEP: Cell<u64> = const { Cell::new(0) };
-    /// The last step number handed out on this thread.
-    static LAST: Cell<u64> = const { Cell::new(0) };
+    /// The task step running now (0 outside any step), and the last step
+    /// number handed out on this thread: one thread-local, so that a step
+    /// costs one lookup.
+    static STEP: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     /// While a cancelled task drops its future: the number of its last
     /// step; 0 otherwise.
     static CANCELLING: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Puts a thread-local cell back as it was, on return or unwind.
-struct Restore(&'static std::thread::LocalKey<Cell<u64>>, u64);
+/// Puts the step running before back, on return or unwind.
+struct EndStep(u64);
 
-impl Drop for Restore {
+impl Drop for EndStep {
     fn drop(&mut self) {
-        let _ = self.0.try_with(|c| c.set(self.1));
+        let _ = STEP.try_with(|s| s.set((self.0, s.get().1)));
+    }
+}
+
+/// Puts the cancellation scope back as it was, on return or unwind.
+struct EndCancelling(u64);
+
+impl Drop for EndCancelling {
+    fn drop(&mut self) {
+        let _ = CANCELLING.try_with(|c| c.set(self.0));
     }
 }
 
 /// Runs `f` (a task's poll) as a new step; returns the step's number
 /// with `f`'s result.
+#[inline]
 pub(crate) fn step<R>(f: impl FnOnce() -> R) -> (u64, R) {
-    let n = LAST.with(|l| {
-        let n = l.get() + 1;
-        l.set(n);
-        n
+    let (was, n) = STEP.with(|s| {
+        let (was, last) = s.get();
+        s.set((last + 1, last + 1));
+        (was, last + 1)
     });
-    let was = STEP.with(|s| s.replace(n));
-    let _restore = Restore(&STEP, was);
+    let _end = EndStep(was);
     (n, f())
 }
 
 /// The step running now (0 outside a task step): what a handle records
 /// when it returns `Pending`.
 pub(crate) fn current_step() -> u64 {
-    STEP.try_with(Cell::get).unwrap_or(0)
+    STEP.try_with(|s| s.get().0).unwrap_or(0)
 }
 
 /// Runs `f` (dropping a cancelled task's future) with the handles that
 /// returned `Pending` in step `last` marked as the ones to cancel.
 pub(crate) fn cancelling<R>(last: u64, f: impl FnOnce() -> R) -> R {
-    let was = CANCELLING.with(|c| c.replace(last));
-    let _restore = Restore(&CANCELLING, was);
+    let _end = EndCancelling(CANCELLING.with(|c| c.replace(last)));
     f()
 }
 

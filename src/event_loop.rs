@@ -61,22 +61,37 @@ fn register_local(inner: &Rc<LoopInner>) {
 
 /// Calls `f` with the loop whose `Shared` id is `id` if it lives on this
 /// thread (and is not closed).
+#[inline]
 pub(crate) fn with_local<R>(id: usize, f: impl FnOnce(&Rc<LoopInner>) -> R) -> Option<R> {
-    let running = RUNNING
-        .try_with(|r| r.borrow().as_ref().filter(|lp| lp.shared.id == id).cloned())
+    // The running loop, without touching its reference count: the path
+    // of nearly every wake-up.
+    let mut f = Some(f);
+    let ran = RUNNING
+        .try_with(|r| match r.borrow().as_ref() {
+            Some(lp) if lp.shared.id == id && !lp.closed.get() => f.take().map(|f| f(lp)),
+            _ => None,
+        })
         .ok()
         .flatten();
-    let lp = running.or_else(|| {
-        LOCAL
-            .try_with(|l| {
-                l.borrow()
-                    .iter()
-                    .find(|(i, _)| *i == id)
-                    .and_then(|(_, w)| w.upgrade())
-            })
-            .ok()
-            .flatten()
-    })?;
+    match (ran, f) {
+        (Some(r), _) => Some(r),
+        (None, Some(f)) => with_idle_local(id, f),
+        (None, None) => None,
+    }
+}
+
+/// [`with_local`] for a loop of this thread that is not running.
+#[cold]
+fn with_idle_local<R>(id: usize, f: impl FnOnce(&Rc<LoopInner>) -> R) -> Option<R> {
+    let lp = LOCAL
+        .try_with(|l| {
+            l.borrow()
+                .iter()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, w)| w.upgrade())
+        })
+        .ok()
+        .flatten()?;
     if lp.closed.get() {
         return None;
     }
