@@ -16,10 +16,16 @@
 //! whose number matches is cancelled by its `Drop`
 //! ([`dropped_by_cancel`]).
 //!
+//! A handle also keeps exactly one waker in its target's listener list,
+//! under an id ([`Awaiting`]): polled again it replaces that waker in
+//! place, dropped while pending it removes it, so pollers that move on
+//! leave nothing behind.
+//!
 //! [`LoopFuture`]: crate::LoopFuture
 //! [`Task`]: crate::Task
 
 use std::cell::Cell;
+use std::task::{Context, Waker};
 
 thread_local! {
     /// The task step running now (0 outside any step), and the last step
@@ -79,6 +85,91 @@ pub(crate) fn cancelling<R>(last: u64, f: impl FnOnce() -> R) -> R {
 /// is being dropped by the cancellation of the task it was blocking.
 pub(crate) fn dropped_by_cancel(pending_step: u64) -> bool {
     pending_step != 0 && CANCELLING.try_with(Cell::get).unwrap_or(0) == pending_step
+}
+
+/// A listener list entry that may be a handle's waker.
+pub(crate) trait WakerListener {
+    /// A handle's waker under `id`.
+    fn waker(id: u64, waker: Waker) -> Self;
+    /// The waker, if this is handle `id`'s.
+    fn waker_of(&mut self, id: u64) -> Option<&mut Waker>;
+}
+
+/// What a `LoopFuture` or `Task` handle knows about its own waiting.
+#[derive(Default)]
+pub(crate) struct Awaiting {
+    /// The step in which it last returned `Pending` (0: not waiting).
+    pending_step: Cell<u64>,
+    /// The id of its waker in the target's listeners (0: none).
+    waker_id: Cell<u64>,
+}
+
+/// What a dropped handle must do.
+pub(crate) enum OnDrop {
+    /// Nothing: it was not waiting.
+    Nothing,
+    /// Cancel its target: the task it blocked was cancelled.
+    Cancel,
+    /// Remove its waker, `id`, from the target's listeners.
+    RemoveWaker(u64),
+}
+
+impl Awaiting {
+    /// The handle returns `Pending`: keeps `cx`'s waker in `listeners`
+    /// (replacing its own, or added under a new id from `next_id`) and
+    /// records the step.
+    pub(crate) fn pending<L: WakerListener>(
+        &self,
+        listeners: &mut Vec<L>,
+        next_id: &mut u64,
+        cx: &Context<'_>,
+    ) {
+        let id = self.waker_id.get();
+        let mine = if id == 0 {
+            None
+        } else {
+            listeners.iter_mut().find_map(|l| l.waker_of(id))
+        };
+        match mine {
+            Some(w) => {
+                if !w.will_wake(cx.waker()) {
+                    *w = cx.waker().clone();
+                }
+            }
+            None => {
+                *next_id += 1;
+                listeners.push(L::waker(*next_id, cx.waker().clone()));
+                self.waker_id.set(*next_id);
+            }
+        }
+        self.pending_step.set(current_step());
+    }
+
+    /// The handle returns `Ready`: it waits no more (its waker was taken
+    /// with the others when the target completed).
+    pub(crate) fn ready(&self) {
+        self.pending_step.set(0);
+        self.waker_id.set(0);
+    }
+
+    /// The id of the handle's waker (0: none).
+    pub(crate) fn waker_id(&self) -> u64 {
+        self.waker_id.get()
+    }
+
+    /// What the handle's `Drop` must do.
+    pub(crate) fn on_drop(&self) -> OnDrop {
+        match self.waker_id.get() {
+            0 => OnDrop::Nothing,
+            _ if dropped_by_cancel(self.pending_step.get()) => OnDrop::Cancel,
+            id => OnDrop::RemoveWaker(id),
+        }
+    }
+}
+
+/// Removes handle `id`'s waker from `listeners`.
+pub(crate) fn remove_waker<L: WakerListener>(listeners: &mut Vec<L>, id: u64) {
+    listeners.retain_mut(|l| l.waker_of(id).is_none());
 }
 
 #[cfg(test)]

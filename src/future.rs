@@ -6,7 +6,7 @@
 //! a clone of the result, so awaiting needs `T: Clone`; use
 //! [`LoopFuture::take_result`] to move a non-`Clone` value out.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
+use crate::awaited::{remove_waker, Awaiting, OnDrop, WakerListener};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::exception::ErrorContext;
@@ -32,6 +33,18 @@ enum Listener<T: 'static> {
     /// replace or remove it.
     Waker(u64, Waker),
     Callback(CallbackId, DoneCallback<T>, &'static Location<'static>),
+}
+
+impl<T: 'static> WakerListener for Listener<T> {
+    fn waker(id: u64, waker: Waker) -> Self {
+        Listener::Waker(id, waker)
+    }
+    fn waker_of(&mut self, id: u64) -> Option<&mut Waker> {
+        match self {
+            Listener::Waker(i, w) if *i == id => Some(w),
+            _ => None,
+        }
+    }
 }
 
 enum State<T: 'static> {
@@ -88,15 +101,10 @@ impl<T: 'static> Drop for Inner<T> {
 pub struct LoopFuture<T: 'static> {
     lp: Weak<LoopInner>,
     inner: Rc<RefCell<Inner<T>>>,
-    /// The task step in which this handle last returned `Pending` (0:
-    /// not waiting). If the task is cancelled after that step, the future
-    /// is cancelled too, as asyncio cancels the future a cancelled task
-    /// waits on (see `awaited.rs`).
-    pending_step: Cell<u64>,
-    /// The id of this handle's waker in the listeners (0: none), removed
-    /// when the handle goes, so that pollers that moved on leave nothing
-    /// behind.
-    waker_id: Cell<u64>,
+    /// Its waiting: if the task it blocks is cancelled, the future is
+    /// cancelled too, as asyncio cancels the future a cancelled task
+    /// waits on; its waker goes when it goes (see `awaited.rs`).
+    awaiting: Awaiting,
 }
 
 impl<T: 'static> Clone for LoopFuture<T> {
@@ -104,27 +112,24 @@ impl<T: 'static> Clone for LoopFuture<T> {
         LoopFuture {
             lp: self.lp.clone(),
             inner: self.inner.clone(),
-            pending_step: Cell::new(0),
-            waker_id: Cell::new(0),
+            awaiting: Awaiting::default(),
         }
     }
 }
 
 impl<T: 'static> Drop for LoopFuture<T> {
     fn drop(&mut self) {
-        let id = self.waker_id.get();
-        if id == 0 {
-            return;
-        }
-        if crate::awaited::dropped_by_cancel(self.pending_step.get()) {
+        match self.awaiting.on_drop() {
+            OnDrop::Nothing => {}
             // Done already: this does nothing.
-            self.complete_with(Err(Error::Cancelled));
-            return;
-        }
-        if let Ok(mut inner) = self.inner.try_borrow_mut() {
-            inner
-                .listeners
-                .retain(|l| !matches!(l, Listener::Waker(i, _) if *i == id));
+            OnDrop::Cancel => {
+                self.complete_with(Err(Error::Cancelled));
+            }
+            OnDrop::RemoveWaker(id) => {
+                if let Ok(mut inner) = self.inner.try_borrow_mut() {
+                    remove_waker(&mut inner.listeners, id);
+                }
+            }
         }
     }
 }
@@ -169,8 +174,7 @@ impl<T: 'static> LoopFuture<T> {
                 retrieved: false,
             })),
             lp,
-            pending_step: Cell::new(0),
-            waker_id: Cell::new(0),
+            awaiting: Awaiting::default(),
         }
     }
 
@@ -301,35 +305,16 @@ impl<T: Clone + 'static> Future for LoopFuture<T> {
         let mut inner = self.inner.borrow_mut();
         let ready = match &inner.state {
             State::Pending => {
-                let id = self.waker_id.get();
-                let mine = inner.listeners.iter_mut().find_map(|l| match l {
-                    Listener::Waker(i, w) if id != 0 && *i == id => Some(w),
-                    _ => None,
-                });
-                match mine {
-                    Some(w) => {
-                        if !w.will_wake(cx.waker()) {
-                            *w = cx.waker().clone();
-                        }
-                    }
-                    None => {
-                        inner.next_id += 1;
-                        let id = inner.next_id;
-                        inner
-                            .listeners
-                            .push(Listener::Waker(id, cx.waker().clone()));
-                        self.waker_id.set(id);
-                    }
-                }
-                self.pending_step.set(crate::awaited::current_step());
+                let inner = &mut *inner;
+                self.awaiting
+                    .pending(&mut inner.listeners, &mut inner.next_id, cx);
                 return Poll::Pending;
             }
             State::Done(r) => r.clone(),
             State::Taken => Err(Error::InvalidState("the result was already taken")),
         };
         inner.retrieved = true;
-        self.pending_step.set(0);
-        self.waker_id.set(0);
+        self.awaiting.ready();
         Poll::Ready(ready)
     }
 }

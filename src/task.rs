@@ -19,6 +19,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use crate::awaited::{remove_waker, Awaiting, OnDrop, WakerListener};
 use crate::driver::wake::{self, TaskRef};
 use crate::error::{Error, Result};
 use crate::event_loop::{with_local, EventLoop, LoopInner};
@@ -46,9 +47,21 @@ trait Complete {
 /// Whoever waits for the task, in registration order (see
 /// `future.rs`).
 enum Listener {
-    /// A handle's waker, under the handle's id (see `future.rs`).
+    /// A handle's waker, under the handle's id (see `awaited.rs`).
     Waker(u64, Waker),
     Callback(Box<dyn FnOnce()>, &'static Location<'static>),
+}
+
+impl WakerListener for Listener {
+    fn waker(id: u64, waker: Waker) -> Self {
+        Listener::Waker(id, waker)
+    }
+    fn waker_of(&mut self, id: u64) -> Option<&mut Waker> {
+        match self {
+            Listener::Waker(i, w) if *i == id => Some(w),
+            _ => None,
+        }
+    }
 }
 
 struct JoinInner<T> {
@@ -369,8 +382,7 @@ where
     Ok(Task {
         core,
         join,
-        pending_step: Cell::new(0),
-        waker_id: Cell::new(0),
+        awaiting: Awaiting::default(),
     })
 }
 
@@ -392,27 +404,23 @@ where
 pub struct Task<T> {
     core: Rc<TaskCore>,
     join: Rc<JoinState<T>>,
-    /// The step in which this handle last returned `Pending` (0: not
-    /// waiting): if the awaiting task is cancelled after it, this task is
-    /// cancelled too (see `awaited.rs`).
-    pending_step: Cell<u64>,
-    /// The id of this handle's waker in the listeners (0: none), removed
-    /// when the handle goes.
-    waker_id: Cell<u64>,
+    /// Its waiting: if the task it blocks is cancelled, this task is
+    /// cancelled too; its waker goes when it goes (see `awaited.rs`).
+    awaiting: Awaiting,
 }
 
 impl<T> Drop for Task<T> {
     fn drop(&mut self) {
-        let id = self.waker_id.get();
-        if id == 0 {
-            return;
-        }
-        if crate::awaited::dropped_by_cancel(self.pending_step.get()) {
-            self.cancel();
-        }
+        let id = match self.awaiting.on_drop() {
+            OnDrop::Nothing => return,
+            OnDrop::Cancel => {
+                self.cancel();
+                self.awaiting.waker_id()
+            }
+            OnDrop::RemoveWaker(id) => id,
+        };
         if let Ok(mut j) = self.join.inner.try_borrow_mut() {
-            j.listeners
-                .retain(|l| !matches!(l, Listener::Waker(i, _) if *i == id));
+            remove_waker(&mut j.listeners, id);
         }
     }
 }
@@ -474,31 +482,14 @@ impl<T> Future for Task<T> {
         let mut j = self.join.inner.borrow_mut();
         if j.done {
             j.retrieved = true;
-            self.pending_step.set(0);
-            self.waker_id.set(0);
+            self.awaiting.ready();
             return Poll::Ready(j.result.take().unwrap_or(Err(Error::InvalidState(
                 "the task's result was already taken",
             ))));
         }
-        let id = self.waker_id.get();
-        let mine = j.listeners.iter_mut().find_map(|l| match l {
-            Listener::Waker(i, w) if id != 0 && *i == id => Some(w),
-            _ => None,
-        });
-        match mine {
-            Some(w) => {
-                if !w.will_wake(cx.waker()) {
-                    *w = cx.waker().clone();
-                }
-            }
-            None => {
-                j.next_waker_id += 1;
-                let id = j.next_waker_id;
-                j.listeners.push(Listener::Waker(id, cx.waker().clone()));
-                self.waker_id.set(id);
-            }
-        }
-        self.pending_step.set(crate::awaited::current_step());
+        let j = &mut *j;
+        self.awaiting
+            .pending(&mut j.listeners, &mut j.next_waker_id, cx);
         Poll::Pending
     }
 }
