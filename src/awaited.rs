@@ -87,12 +87,26 @@ pub(crate) fn dropped_by_cancel(pending_step: u64) -> bool {
     pending_step != 0 && CANCELLING.try_with(Cell::get).unwrap_or(0) == pending_step
 }
 
-/// A listener list entry that may be a handle's waker.
-pub(crate) trait WakerListener {
-    /// A handle's waker under `id`.
-    fn waker(id: u64, waker: Waker) -> Self;
+/// Whoever waits for a `LoopFuture` or a `Task`, in registration order:
+/// asyncio keeps one list, and a task awaiting the future is just one
+/// more done callback in it, so wake-ups and callbacks are scheduled in
+/// the order they came. `C` is the target's done callback.
+pub(crate) enum Listener<C> {
+    /// A handle's waker, under the id the handle keeps so that it can
+    /// replace or remove it.
+    Waker(u64, Waker),
+    /// A done callback.
+    Callback(C),
+}
+
+impl<C> Listener<C> {
     /// The waker, if this is handle `id`'s.
-    fn waker_of(&mut self, id: u64) -> Option<&mut Waker>;
+    fn waker_of(&mut self, id: u64) -> Option<&mut Waker> {
+        match self {
+            Listener::Waker(i, w) if *i == id => Some(w),
+            _ => None,
+        }
+    }
 }
 
 /// What a `LoopFuture` or `Task` handle knows about its own waiting.
@@ -118,9 +132,9 @@ impl Awaiting {
     /// The handle returns `Pending`: keeps `cx`'s waker in `listeners`
     /// (replacing its own, or added under a new id from `next_id`) and
     /// records the step.
-    pub(crate) fn pending<L: WakerListener>(
+    pub(crate) fn pending<C>(
         &self,
-        listeners: &mut Vec<L>,
+        listeners: &mut Vec<Listener<C>>,
         next_id: &mut u64,
         cx: &Context<'_>,
     ) {
@@ -138,7 +152,7 @@ impl Awaiting {
             }
             None => {
                 *next_id += 1;
-                listeners.push(L::waker(*next_id, cx.waker().clone()));
+                listeners.push(Listener::Waker(*next_id, cx.waker().clone()));
                 self.waker_id.set(*next_id);
             }
         }
@@ -168,7 +182,7 @@ impl Awaiting {
 }
 
 /// Removes handle `id`'s waker from `listeners`.
-pub(crate) fn remove_waker<L: WakerListener>(listeners: &mut Vec<L>, id: u64) {
+pub(crate) fn remove_waker<C>(listeners: &mut Vec<Listener<C>>, id: u64) {
     listeners.retain_mut(|l| l.waker_of(id).is_none());
 }
 

@@ -12,9 +12,9 @@ use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
-use crate::awaited::{remove_waker, Awaiting, OnDrop, WakerListener};
+use crate::awaited::{remove_waker, Awaiting, Listener, OnDrop};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, LoopInner};
 use crate::exception::ErrorContext;
@@ -25,27 +25,8 @@ pub struct CallbackId(u64);
 
 type DoneCallback<T> = Box<dyn FnOnce(&LoopFuture<T>)>;
 
-/// Whoever waits for the future, in registration order: asyncio keeps one
-/// list, and a task awaiting the future is just one more done callback in
-/// it, so wake-ups and callbacks are scheduled in the order they came.
-enum Listener<T: 'static> {
-    /// A handle's waker, under an id the handle keeps so that it can
-    /// replace or remove it.
-    Waker(u64, Waker),
-    Callback(CallbackId, DoneCallback<T>, &'static Location<'static>),
-}
-
-impl<T: 'static> WakerListener for Listener<T> {
-    fn waker(id: u64, waker: Waker) -> Self {
-        Listener::Waker(id, waker)
-    }
-    fn waker_of(&mut self, id: u64) -> Option<&mut Waker> {
-        match self {
-            Listener::Waker(i, w) if *i == id => Some(w),
-            _ => None,
-        }
-    }
-}
+/// A future's done callback, with its id and where it was added.
+type Callback<T> = (CallbackId, DoneCallback<T>, &'static Location<'static>);
 
 enum State<T: 'static> {
     Pending,
@@ -56,7 +37,7 @@ enum State<T: 'static> {
 
 struct Inner<T: 'static> {
     state: State<T>,
-    listeners: Vec<Listener<T>>,
+    listeners: Vec<Listener<Callback<T>>>,
     next_id: u64,
     /// For the "never retrieved" report.
     lp: Weak<LoopInner>,
@@ -148,7 +129,7 @@ impl<T: 'static> LoopFuture<T> {
         for l in listeners {
             match l {
                 Listener::Waker(_, w) => w.wake(),
-                Listener::Callback(_, cb, location) => {
+                Listener::Callback((_, cb, location)) => {
                     if let Some(lp) = &lp {
                         let me = self.clone();
                         // A closed loop cannot run callbacks; they are dropped.
@@ -261,7 +242,7 @@ impl<T: 'static> LoopFuture<T> {
         if matches!(inner.state, State::Pending) {
             inner
                 .listeners
-                .push(Listener::Callback(id, Box::new(f), location));
+                .push(Listener::Callback((id, Box::new(f), location)));
         } else {
             drop(inner);
             if let Some(lp) = self.lp.upgrade() {
@@ -279,7 +260,7 @@ impl<T: 'static> LoopFuture<T> {
         let before = inner.listeners.len();
         inner
             .listeners
-            .retain(|l| !matches!(l, Listener::Callback(cid, ..) if *cid == id));
+            .retain(|l| !matches!(l, Listener::Callback((cid, ..)) if *cid == id));
         before - inner.listeners.len()
     }
 }

@@ -19,7 +19,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use crate::awaited::{remove_waker, Awaiting, OnDrop, WakerListener};
+use crate::awaited::{remove_waker, Awaiting, Listener, OnDrop};
 use crate::driver::wake::{self, TaskRef};
 use crate::error::{Error, Result};
 use crate::event_loop::{with_local, EventLoop, LoopInner};
@@ -44,25 +44,8 @@ trait Complete {
     fn is_cancelled(&self) -> bool;
 }
 
-/// Whoever waits for the task, in registration order (see
-/// `future.rs`).
-enum Listener {
-    /// A handle's waker, under the handle's id (see `awaited.rs`).
-    Waker(u64, Waker),
-    Callback(Box<dyn FnOnce()>, &'static Location<'static>),
-}
-
-impl WakerListener for Listener {
-    fn waker(id: u64, waker: Waker) -> Self {
-        Listener::Waker(id, waker)
-    }
-    fn waker_of(&mut self, id: u64) -> Option<&mut Waker> {
-        match self {
-            Listener::Waker(i, w) if *i == id => Some(w),
-            _ => None,
-        }
-    }
-}
+/// A task's done callback, with where it was added.
+type DoneCallback = (Box<dyn FnOnce()>, &'static Location<'static>);
 
 struct JoinInner<T> {
     result: Option<Result<T>>,
@@ -70,7 +53,7 @@ struct JoinInner<T> {
     cancelled: bool,
     /// The result (or error) was looked at: awaited or taken.
     retrieved: bool,
-    listeners: Vec<Listener>,
+    listeners: Vec<Listener<DoneCallback>>,
     /// The last id given to a handle's waker.
     next_waker_id: u64,
 }
@@ -100,7 +83,7 @@ impl<T> JoinState<T> {
                 Listener::Waker(_, w) => w.wake(),
                 // Scheduled like asyncio's done callbacks; a closed loop
                 // drops them.
-                Listener::Callback(cb, location) => {
+                Listener::Callback((cb, location)) => {
                     if let Some(lp) = &lp {
                         let _ = lp.call_soon_boxed(cb, location);
                     }
@@ -470,7 +453,8 @@ impl<T> Task<T> {
                 let _ = lp.call_soon_boxed(Box::new(f), location);
             }
         } else {
-            j.listeners.push(Listener::Callback(Box::new(f), location));
+            j.listeners
+                .push(Listener::Callback((Box::new(f), location)));
         }
     }
 }
